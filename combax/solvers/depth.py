@@ -822,7 +822,8 @@ def allowed_flags(valid, optional, *, exclude_zeros: bool = True) -> np.ndarray:
 
     For an allowed block ``(i, j]``: ``i = 0`` -> only ``(1, 1)``; ``i`` optional -> ``x ∈ {0, 1}, y = 1``; else ``j``
     optional -> ``x = 1, y ∈ {0, 1}``; else ``(1, 1)`` (``exclude_zeros=True``, 315 quadruples on MobileNetV2).
-    With ``exclude_zeros=False`` every combination with 0 flags only at optional positions (405 on MobileNetV2).
+    With ``exclude_zeros=False`` every combination with 0 flags only at optional positions (position 0 is never
+    optional; 405 quadruples on MobileNetV2).
 
     Returns
     -------
@@ -840,6 +841,7 @@ def allowed_flags(valid, optional, *, exclude_zeros: bool = True) -> np.ndarray:
     if exclude_zeros:
         E[:, :, 0, 1] = oi
         E[:, :, 1, 0] = oj & ~opt[:, None]
+        E[0, :, 1, 0] = False
     else:
         E[:, :, 0, 1] = oi
         E[:, :, 1, 0] = oj
