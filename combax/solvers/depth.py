@@ -57,6 +57,7 @@ __all__ = [
     "solve",
     "pareto_front",
     "brute_force",
+    "milp_reference",
     "stage1",
     "optimal_time",
     "extended_importance",
@@ -682,6 +683,43 @@ def brute_force(
         problem, Status.OPTIMAL, codes[r], budget, resolution, rounding if resolution else None, int_lat,
         f"brute force over {len(obj)} valid pairs", (float(obj[r]), float(lat[r])),
     )  # fmt: skip
+
+
+def milp_reference(problem: DepthProblem, budget: float) -> float | None:
+    """Optimal objective of the exact problem by an independent MILP (HiGHS through ``scipy.optimize.milp``).
+
+    A resource-constrained longest path: one binary variable per allowed quadruple ``(i, m, x, a)`` (an edge from
+    boundary state ``(i, x)`` to ``(m, a)``), flow conservation from ``(0, 1)`` to one of ``(L, 0), (L, 1)``,
+    ``Σ T_opt x <= budget``, maximise ``Σ I_ext x``. For cross-checking on instances too large for
+    :func:`brute_force` (e.g. MobileNetV2, L = 50); ``None`` if infeasible. HiGHS works to a feasibility tolerance
+    of about 1e-6, so compare objectives with a tolerance.
+    """
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    budget, _, _ = _budget_iv(budget, None, "ceil")
+    iext, topt = problem.importance_ext, problem.time_opt
+    edges = np.argwhere(~np.isnan(iext))  # rows (i, m, x, a)
+    if len(edges) == 0:
+        return None
+    n = problem.n_layers + 1
+    src = 2 * edges[:, 0] + edges[:, 2]
+    dst = 2 * edges[:, 1] + edges[:, 3]
+    A = np.zeros((2 * n, len(edges)))
+    np.add.at(A, (src, np.arange(len(edges))), -1.0)
+    np.add.at(A, (dst, np.arange(len(edges))), 1.0)
+    rhs = np.zeros(2 * n)
+    rhs[1] = -1.0  # one unit leaves (0, 1)
+    inner = np.ones(2 * n, dtype=bool)
+    inner[[2 * (n - 1), 2 * (n - 1) + 1]] = False
+    ends = (edges[:, 1] == n - 1).astype(np.float64)
+    constraints = [
+        LinearConstraint(A[inner], rhs[inner], rhs[inner]),
+        LinearConstraint(ends[None], 1.0, 1.0),
+        LinearConstraint(topt[edges[:, 0], edges[:, 1]][None], -np.inf, budget),
+    ]
+    value = iext[edges[:, 0], edges[:, 1], edges[:, 2], edges[:, 3]]
+    res = milp(-value, constraints=constraints, integrality=np.ones(len(edges)), bounds=Bounds(0, 1))
+    return None if res.x is None else float(-res.fun)
 
 
 def _chain_importance(problem) -> np.ndarray:

@@ -191,38 +191,17 @@ def test_mbv2_modes_are_ordered_and_ceil_never_exceeds_budget(width):
             assert set(sol.boundaries) - {50} <= set(sol.cuts)
 
 
-def _milp_objective(prob, budget):
-    """Independent oracle: resource-constrained longest path over the boundary states, by HiGHS (scipy.milp)."""
-    from scipy.optimize import Bounds, LinearConstraint, milp
-
-    iext, topt = prob.importance_ext, prob.time_opt
-    edges = np.argwhere(~np.isnan(iext))  # (i, m, x, a)
-    n = prob.n_layers + 1
-    node = lambda p, f: 2 * p + f  # noqa: E731
-    A = np.zeros((2 * n, len(edges)))
-    for e, (i, m, x, a) in enumerate(edges):
-        A[node(i, x), e] -= 1
-        A[node(m, a), e] += 1
-    rhs = np.zeros(2 * n)
-    rhs[node(0, 1)] = -1
-    keep = [r for r in range(2 * n) if r not in (node(n - 1, 0), node(n - 1, 1))]
-    sink = np.zeros(len(edges))
-    sink[(edges[:, 1] == n - 1)] = 1
-    cons = [
-        LinearConstraint(A[keep], rhs[keep], rhs[keep]),
-        LinearConstraint(sink[None], 1, 1),
-        LinearConstraint(topt[edges[:, 0], edges[:, 1]][None], -np.inf, budget),
-    ]
-    v = iext[edges[:, 0], edges[:, 1], edges[:, 2], edges[:, 3]]
-    res = milp(-v, constraints=cons, integrality=np.ones(len(edges)), bounds=Bounds(0, 1))
-    return None if res.x is None else -res.fun
-
-
 @pytest.mark.parametrize("budget", [20.0, 23.0, 26.0, 27.0])
 def test_mbv2_exact_solve_matches_independent_milp(budget):
     prob = mbv2_problem("1.4", seed=3)
     sol = depth.solve(prob, budget)
-    assert sol.objective == pytest.approx(_milp_objective(prob, budget), abs=1e-6)
+    assert sol.objective == pytest.approx(depth.milp_reference(prob, budget), abs=1e-6)
+
+
+def test_milp_reference_agrees_on_infeasibility():
+    prob = mbv2_problem("1.0", seed=1)
+    assert depth.milp_reference(prob, prob.min_latency - 0.01) is None
+    assert depth.solve(prob, prob.min_latency - 0.01).status == Status.INFEASIBLE
 
 
 # ------------------------------------------------------------------------------------------------ Pareto fronts
