@@ -1,0 +1,305 @@
+r"""Exact branch-and-bound for the channel QCQP (combax's own; design of spec section 5a).
+
+Node: fixings of the binaries (``FU[t, j]``, ``FV[t, j]`` in {-1 free, 0, 1}) and count ranges ``[nlo, nhi]`` of
+``n_t = |u_t|`` and ``[mlo, mhi]`` of ``m_t = |v_t|``.
+
+Bound of a node (valid for every completion):
+
+1. per conv l and every count pair (a, b): UB_l(a, b) = min(R, C), the row bound R (each row's fixed-1 columns plus its
+   top b - |fixed-1| free columns; fixed-1 rows forced in, then the top a - |fixed-1| free rows) and the symmetric
+   column bound C; fixed-0 rows and columns removed. O(C_l C_s log) per conv.
+2. the Lagrangian of the budget, minimised over lam >= 0 by the tangent-intersection method on the convex piecewise
+   linear Phi(lam) = lam B + max over count profiles of sum_l UB_l(n_l, m_s) - lam cost_l(n_l, m_s), where the max is a
+   DP over the chain of maps whose state is the current map's count (O(sum_l C_l C_s) per lam). Residual links are
+   relaxed to n_t <= m_t <= n_t + m_s in the propagation and n_t <= m_t in the DP.
+
+Incumbents: the original greedy (alternating top-k, then ratio fill) at the root; at every node, alternating top-k on
+the DP's budget-feasible count profile, then ratio fill; and every node whose binaries are all fixed.
+
+Branching: take the conv with the largest gap between its bound UB_l at the profile and the value the heuristic
+achieved there; split the wider of its two count ranges at the profile's count; once both are single counts, fix
+the free channel of highest total incident importance (child "kept" first). Nodes are explored best-first (largest
+bound), pruned when bound <= incumbent (1 + 1e-9).
+
+Complexity: worst-case exponential in the number of binaries, O(sum_l C_l C_s log C) per node.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._channels_greedy import greedy_state, resource_of
+from ._channels_kernels import (
+    NEG,
+    _fill_kernel,
+    _lagrange_kernel,
+    _objective_kernel,
+    _profile_heuristic_kernel,
+    _propagate_kernel,
+    _ub_tables_kernel,
+)
+from ._channels_layout import Flat
+from ._status import Status
+
+TOL = 1e-9
+
+
+@dataclass(slots=True)
+class _Node:
+    FU: np.ndarray
+    FV: np.ndarray
+    nlo: np.ndarray
+    nhi: np.ndarray
+    mlo: np.ndarray
+    mhi: np.ndarray
+    depth: int = 0
+
+
+@dataclass(slots=True)
+class BnBOutput:
+    U: np.ndarray
+    V: np.ndarray
+    objective: float
+    bound: float
+    status: Status
+    n_nodes: int
+    message: str
+
+
+class _Ctx:
+    def __init__(self, f: Flat, budget: float):
+        self.f = f
+        self.budget = float(budget)
+        m = f.widths.size - 1
+        self.m = m
+        sizes = [(f.widths[k + 1] + 1) * (f.widths[f.src[k]] + 1) for k in range(m)]
+        self.toff = np.zeros(m + 1, np.int64)
+        self.toff[1:] = np.cumsum(sizes)
+        self.T = np.empty(self.toff[-1])
+        # static score: total importance incident to each channel (rows of its producer, columns of its readers)
+        st = np.zeros((m + 1, f.cmax))
+        for k in range(m):
+            t, s = k + 1, f.src[k]
+            a = f.imp[f.off[k] : f.off[k + 1]].reshape(f.widths[t], f.widths[s])
+            st[t, : f.widths[t]] += a.sum(1)
+            st[s, : f.widths[s]] += a.sum(0)
+        self.static = st
+
+    def root(self) -> _Node:
+        f, m = self.f, self.m
+        FU = np.full((m + 1, f.cmax), -1, np.int8)
+        FV = np.full((m + 1, f.cmax), -1, np.int8)
+        FU[0], FV[0] = 1, 1
+        for t in range(m + 1):
+            FU[t, f.widths[t] :] = 0
+            FV[t, f.widths[t] :] = 0
+        nlo = np.ones(m + 1, np.int64)
+        nhi = f.widths.copy()
+        nlo[0] = f.widths[0]
+        return _Node(FU, FV, nlo, nhi, nlo.copy(), nhi.copy())
+
+    def evaluate(self, node: _Node):
+        """Propagate and bound: (bound, prof_n, prof_m) or None when the node is infeasible."""
+        f = self.f
+        ok = _propagate_kernel(
+            f.widths, f.res_src, f.res_kind, node.FU, node.FV, node.nlo, node.nhi, node.mlo, node.mhi
+        )
+        if not ok:
+            return None
+        _ub_tables_kernel(f.widths, f.src, f.imp, f.off, node.FU, node.FV, self.toff, self.T)
+        pn = np.zeros(self.m + 1, np.int64)
+        pm = np.zeros(self.m + 1, np.int64)
+        bound, _ = _lagrange_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T,
+                                    node.nlo, node.nhi, node.mlo, node.mhi, self.budget, pn, pm)  # fmt: skip
+        if bound <= NEG / 2:
+            return None
+        return bound, pn, pm
+
+    def ub_at(self, k, a, b):
+        cs = self.f.widths[self.f.src[k]]
+        return self.T[self.toff[k] + a * (cs + 1) + b]
+
+
+def root_bound(f: Flat, budget: float) -> float:
+    """The root node's Lagrangian count-DP bound (used to report a gap for the greedy)."""
+    ctx = _Ctx(f, budget)
+    out = ctx.evaluate(ctx.root())
+    return float("nan") if out is None else float(out[0])
+
+
+def _leaf_solution(node: _Node):
+    if np.any(node.FU < 0) or np.any(node.FV < 0):
+        return None
+    return node.FU.astype(np.uint8), node.FV.astype(np.uint8)
+
+
+def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, node_limit=None, verbose=False, t0=None):
+    """Run the search; see the module docstring. Needs min resource <= budget < full resource."""
+    t0 = time.perf_counter() if t0 is None else t0
+    ctx = _Ctx(f, budget)
+    m = ctx.m
+    # incumbent: the original greedy
+    U, V, inc = greedy_state(f, budget)
+    best = (U, V)
+    act = np.zeros(m)
+
+    def try_incumbent(U_, V_):
+        nonlocal inc, best
+        if resource_of(f, U_, V_) > budget:
+            return
+        obj = float(_objective_kernel(f.widths, f.src, f.imp, f.off, U_, V_))
+        if obj > inc:
+            inc, best = obj, (U_.copy(), V_.copy())
+
+    def heuristic(node, pn, pm):
+        Uh = np.zeros((m + 1, f.cmax), np.uint8)
+        Vh = np.zeros((m + 1, f.cmax), np.uint8)
+        _profile_heuristic_kernel(f.widths, f.src, f.imp, f.off, f.res_src, f.res_kind, node.FU, node.FV, pn, pm,
+                                  ctx.static, Uh, Vh, act)  # fmt: skip
+        if resource_of(f, Uh, Vh) <= budget:
+            a = act.copy()
+            _fill_kernel(f.widths, f.src, f.imp, f.off, f.cost, f.lin, f.res_src, f.res_kind, budget, Uh, Vh)
+            try_incumbent(Uh, Vh)
+            return a
+        return None
+
+    root = ctx.root()
+    ev = ctx.evaluate(root)
+    if ev is None:  # cannot happen when min resource <= budget; kept as a guard
+        return BnBOutput(best[0], best[1], inc, inc, Status.OPTIMAL, 1, "root infeasible")
+    heap = []
+    counter = 0
+    n_nodes = 0
+
+    def push(node, ev):
+        nonlocal counter
+        bound, pn, pm = ev
+        leaf = _leaf_solution(node)
+        if leaf is not None:
+            try_incumbent(*leaf)
+            return
+        a = heuristic(node, pn, pm)
+        if bound <= inc + TOL * max(1.0, abs(inc)):
+            return
+        heapq.heappush(heap, (-bound, counter, node, pn, pm, a))
+        counter += 1
+
+    push(root, ev)
+    n_nodes = 1
+    status = Status.OPTIMAL
+    bar = None
+    if verbose:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="channels bnb", unit="node")
+    last = time.perf_counter()
+    while heap:
+        top = -heap[0][0]
+        if top <= inc + TOL * max(1.0, abs(inc)) or top - inc <= rel_gap * abs(top):
+            break
+        if time_limit is not None and time.perf_counter() - t0 >= time_limit:
+            status = Status.TIME_LIMIT
+            break
+        if node_limit is not None and n_nodes >= node_limit:
+            status = Status.NODE_LIMIT
+            break
+        negb, _, node, pn, pm, a = heapq.heappop(heap)
+        for child in _branch(ctx, node, pn, pm, a):
+            n_nodes += 1
+            ev = ctx.evaluate(child)
+            if ev is not None and ev[0] > inc + TOL * max(1.0, abs(inc)):
+                push(child, ev)
+        if bar is not None and time.perf_counter() - last > 0.5:
+            last = time.perf_counter()
+            ub = max(inc, -heap[0][0]) if heap else inc
+            bar.set_postfix(incumbent=f"{inc:.6g}", bound=f"{ub:.6g}", gap=f"{(ub - inc) / max(abs(ub), 1e-12):.2e}")
+            bar.n = n_nodes
+            bar.refresh()
+    if bar is not None:
+        bar.n = n_nodes
+        bar.close()
+    bound = max(inc, -heap[0][0]) if heap and status != Status.OPTIMAL else inc
+    if status == Status.OPTIMAL and heap:
+        bound = max(inc, -heap[0][0])  # stopped by rel_gap: the best open bound
+    msg = f"{n_nodes} nodes, incumbent {inc:.9g}, bound {bound:.9g}"
+    return BnBOutput(best[0], best[1], inc, float(bound), status, n_nodes, msg)
+
+
+def _branch(ctx: _Ctx, node: _Node, pn, pm, act):
+    f = ctx.f
+    m = ctx.m
+    # conv order: largest gap between the bound at the profile and the heuristic's value there
+    gaps = np.empty(m)
+    for k in range(m):
+        t, s = k + 1, f.src[k]
+        ub = ctx.ub_at(k, pn[t], pm[s]) if pm[s] > 0 and pn[t] > 0 else 0.0
+        gaps[k] = ub - (act[k] if act is not None else 0.0)
+    order = np.argsort(-gaps, kind="stable")
+    # 1) counts
+    for k in order:
+        t, s = k + 1, int(f.src[k])
+        cand = [("n", t, node.nhi[t] - node.nlo[t], pn[t])]
+        if s > 0:
+            cand.append(("m", s, node.mhi[s] - node.mlo[s], pm[s]))
+        cand = [c for c in cand if c[2] > 0]
+        if cand:
+            kind, mp, _, at = max(cand, key=lambda c: c[2])
+            return _split_count(ctx, node, kind, mp, at)
+        break  # the largest-gap conv has single counts: branch on its channels
+    # 2) channels
+    for k in order:
+        t, s = k + 1, int(f.src[k])
+        options = []
+        for F, mp, which in ((node.FU, t, "u"), (node.FV, s, "v")):
+            if mp == 0:
+                continue
+            free = np.flatnonzero(F[mp, : f.widths[mp]] < 0)
+            if free.size:
+                j = int(free[np.argmax(ctx.static[mp, free])])
+                options.append((ctx.static[mp, j], which, mp, j))
+        if options:
+            _, which, mp, j = max(options, key=lambda o: o[0])
+            return _fix_channel(ctx, node, which, mp, j)
+    # every channel fixed but counts open cannot happen after propagation; split any open count
+    for t in range(1, m + 1):
+        for kind, lo, hi in (("n", node.nlo, node.nhi), ("m", node.mlo, node.mhi)):
+            if hi[t] > lo[t]:
+                return _split_count(ctx, node, kind, t, lo[t])
+    return []
+
+
+def _copy(node: _Node) -> _Node:
+    return _Node(node.FU.copy(), node.FV.copy(), node.nlo.copy(), node.nhi.copy(), node.mlo.copy(), node.mhi.copy(),
+                 node.depth + 1)  # fmt: skip
+
+
+def _split_count(ctx, node, kind, mp, at):
+    lo, hi = (node.nlo, node.nhi) if kind == "n" else (node.mlo, node.mhi)
+    cut = int(at) if at < hi[mp] else int(at) - 1  # children [lo, cut] and [cut + 1, hi]
+    cut = min(max(cut, int(lo[mp])), int(hi[mp]) - 1)
+    a, b = _copy(node), _copy(node)
+    for child, lo_v, hi_v in ((a, lo[mp], cut), (b, cut + 1, hi[mp])):
+        clo, chi = (child.nlo, child.nhi) if kind == "n" else (child.mlo, child.mhi)
+        clo[mp], chi[mp] = lo_v, hi_v
+        if ctx.f.res_kind[mp] == 0:  # u and v are one vector
+            child.nlo[mp], child.nhi[mp] = lo_v, hi_v
+            child.mlo[mp], child.mhi[mp] = lo_v, hi_v
+    # the child holding the profile's count first
+    return [b, a] if at > cut else [a, b]
+
+
+def _fix_channel(ctx, node, which, mp, j):
+    kids = []
+    for val in (1, 0):
+        c = _copy(node)
+        F = c.FU if which == "u" else c.FV
+        F[mp, j] = val
+        if ctx.f.res_kind[mp] == 0:
+            c.FU[mp, j] = val
+            c.FV[mp, j] = val
+        kids.append(c)
+    return kids

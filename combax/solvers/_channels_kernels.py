@@ -1,0 +1,727 @@
+"""numba kernels of the channel QCQP: evaluation, the original greedy, and the count bounds of branch-and-bound.
+
+State matrices: ``U[t, j]`` / ``V[t, j]`` (uint8, (M+1, cmax)) hold u and v of map t (row 0: the fixed input).
+Arrays are the fields of :class:`combax.solvers._channels_layout.Flat`. No kernel validates its input.
+"""
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def _derive_v_kernel(widths, res_src, res_kind, U, V):
+    # mutates V: the maximal v = u OR v_src (identity, zero_pad below C_src), v = u otherwise
+    m = widths.size - 1
+    for t in range(1, m + 1):
+        for j in range(widths[t]):
+            V[t, j] = U[t, j]
+        k = res_kind[t]
+        if k == 1 or k == 2:
+            s = res_src[t]
+            for j in range(widths[s]):
+                if V[s, j]:
+                    V[t, j] = 1
+
+
+@njit(cache=True)
+def _counts_kernel(widths, U, V, n_out, m_in, src):
+    # mutates n_out (M,), m_in (M,)
+    m = widths.size - 1
+    for k in range(m):
+        t = k + 1
+        s = src[k]
+        a = 0
+        for j in range(widths[t]):
+            a += U[t, j]
+        b = 0
+        for i in range(widths[s]):
+            b += V[s, i]
+        n_out[k] = a
+        m_in[k] = b
+
+
+@njit(cache=True)
+def _resource_kernel(cost, lin, n_out, m_in):
+    r = 0.0
+    for k in range(cost.size):
+        r += cost[k] * n_out[k] * m_in[k] + lin[k, 0] * m_in[k] + lin[k, 1] * n_out[k] + lin[k, 2]
+    return r
+
+
+@njit(cache=True)
+def _objective_kernel(widths, src, imp, off, U, V):
+    m = widths.size - 1
+    tot = 0.0
+    for k in range(m):
+        t = k + 1
+        s = src[k]
+        cs = widths[s]
+        for j in range(widths[t]):
+            if U[t, j]:
+                base = off[k] + j * cs
+                for i in range(cs):
+                    if V[s, i]:
+                        tot += imp[base + i]
+    return tot
+
+
+@njit(cache=True)
+def _scores_kernel(widths, src, imp, off, U, V, in_score, out_score):
+    # mutates in_score[t, j] = sum_i I_t[j, i] v_src[i] and out_score[s, i] = sum_{readers k} sum_j I_k[j, i] u_{k+1}[j]
+    m = widths.size - 1
+    in_score[:, :] = 0.0
+    out_score[:, :] = 0.0
+    for k in range(m):
+        t = k + 1
+        s = src[k]
+        cs = widths[s]
+        for j in range(widths[t]):
+            base = off[k] + j * cs
+            for i in range(cs):
+                w = imp[base + i]
+                if V[s, i]:
+                    in_score[t, j] += w
+                if U[t, j]:
+                    out_score[s, i] += w
+
+
+@njit(cache=True)
+def _topk_init_kernel(widths, src, imp, off, res_src, res_kind, kcap, U, V):
+    # mutates U, V: block-coordinate ascent over maps t mod 3, each map keeping its top-k channels by their
+    # importance to the currently kept neighbours (the original greedy's first phase). Returns the objective.
+    m = widths.size - 1
+    cmax = U.shape[1]
+    in_score = np.zeros((m + 1, cmax))
+    out_score = np.zeros((m + 1, cmax))
+    # start: top-k by total incident importance
+    U[:, :] = 0
+    V[:, :] = 0
+    for i in range(widths[0]):
+        U[0, i] = 1
+        V[0, i] = 1
+    for t in range(1, m + 1):
+        for j in range(cmax):
+            U[t, j] = 1
+    _derive_v_kernel(widths, res_src, res_kind, U, V)
+    prev = -1.0
+    obj = 0.0
+    first = True
+    for _it in range(100):
+        for block in range(3):
+            _scores_kernel(widths, src, imp, off, U, V, in_score, out_score)
+            for t in range(1, m + 1):
+                if t % 3 != block and not first:
+                    continue
+                kk = min(kcap, widths[t])
+                sc = np.empty(widths[t])
+                for j in range(widths[t]):
+                    sc[j] = in_score[t, j] + out_score[t, j]
+                order = np.argsort(-sc, kind="mergesort")
+                for j in range(widths[t]):
+                    U[t, j] = 0
+                for r in range(kk):
+                    U[t, order[r]] = 1
+            first = False
+            _derive_v_kernel(widths, res_src, res_kind, U, V)
+        obj = _objective_kernel(widths, src, imp, off, U, V)
+        if obj <= prev + 1e-12 * abs(prev):
+            break
+        prev = obj
+    return obj
+
+
+@njit(cache=True)
+def _fill_kernel(widths, src, imp, off, cost, lin, res_src, res_kind, budget, U, V):
+    # mutates U, V: ratio-greedy fill. Repeatedly add the channel u_t[j] (with the residual chain it switches on)
+    # of best d_objective / d_resource that fits the budget; ties go to the smallest (t, j). Returns the objective.
+    m = widths.size - 1
+    cmax = U.shape[1]
+    in_score = np.zeros((m + 1, cmax))
+    out_score = np.zeros((m + 1, cmax))
+    _scores_kernel(widths, src, imp, off, U, V, in_score, out_score)
+    n_out = np.zeros(m, np.int64)
+    m_in = np.zeros(m, np.int64)
+    _counts_kernel(widths, U, V, n_out, m_in, src)
+    vcount = np.zeros(m + 1, np.int64)
+    for t in range(m + 1):
+        for j in range(widths[t]):
+            vcount[t] += V[t, j]
+    res = _resource_kernel(cost, lin, n_out, m_in)
+    chain = np.zeros(m + 1, np.int64)
+    while True:
+        best_ratio = -1.0
+        best_t = -1
+        best_j = -1
+        for t in range(1, m + 1):
+            for j in range(widths[t]):
+                if U[t, j]:
+                    continue
+                dobj = in_score[t, j]
+                # maps whose v switches on
+                nch = 0
+                if not V[t, j]:
+                    chain[nch] = t
+                    nch += 1
+                    for tau in range(t + 1, m + 1):
+                        kd = res_kind[tau]
+                        if (kd == 1 or kd == 2) and j < widths[res_src[tau]] and not V[tau, j]:
+                            s = res_src[tau]
+                            on = False
+                            for q in range(nch):
+                                if chain[q] == s:
+                                    on = True
+                            if on:
+                                chain[nch] = tau
+                                nch += 1
+                for q in range(nch):
+                    dobj += out_score[chain[q], j]
+                # resource change
+                dres = 0.0
+                for k in range(m):
+                    dn = 1 if k + 1 == t else 0
+                    dm = 0
+                    for q in range(nch):
+                        if chain[q] == src[k]:
+                            dm = 1
+                    if dn or dm:
+                        a = n_out[k] + dn
+                        b = m_in[k] + dm
+                        dres += cost[k] * (a * b - n_out[k] * m_in[k]) + lin[k, 0] * dm + lin[k, 1] * dn
+                if res + dres > budget:
+                    continue
+                ratio = dobj / dres if dres > 0 else np.inf
+                if ratio > best_ratio:
+                    best_ratio = ratio
+                    best_t = t
+                    best_j = j
+        if best_t < 0:
+            break
+        t = best_t
+        j = best_j
+        # apply: u_t[j] and the chain
+        U[t, j] = 1
+        nch = 0
+        if not V[t, j]:
+            chain[nch] = t
+            nch += 1
+            for tau in range(t + 1, m + 1):
+                kd = res_kind[tau]
+                if (kd == 1 or kd == 2) and j < widths[res_src[tau]] and not V[tau, j]:
+                    s = res_src[tau]
+                    for q in range(nch):
+                        if chain[q] == s:
+                            chain[nch] = tau
+                            nch += 1
+                            break
+        for q in range(nch):
+            V[chain[q], j] = 1
+        # update scores and counts
+        k = t - 1
+        s = src[k]
+        cs = widths[s]
+        for i in range(cs):
+            out_score[s, i] += imp[off[k] + j * cs + i]
+        for q in range(nch):
+            tau = chain[q]
+            for kk in range(m):
+                if src[kk] == tau:
+                    ct = widths[kk + 1]
+                    cs2 = widths[tau]
+                    for r in range(ct):
+                        in_score[kk + 1, r] += imp[off[kk] + r * cs2 + j]
+        _counts_kernel(widths, U, V, n_out, m_in, src)
+        res = _resource_kernel(cost, lin, n_out, m_in)
+    return _objective_kernel(widths, src, imp, off, U, V)
+
+
+NEG = -1e300
+
+
+@njit(cache=True)
+def _ub_tables_kernel(widths, src, imp, off, FU, FV, toff, T):
+    # mutates T: T[toff[k] + a * (C_s + 1) + b] = min(row bound, column bound) of conv k with a kept outputs and
+    # b kept inputs under the fixings FU (rows, u of map k+1) and FV (columns, v of map src[k]); NEG if impossible.
+    m = widths.size - 1
+    for k in range(m):
+        t = k + 1
+        s = src[k]
+        ct = widths[t]
+        cs = widths[s]
+        base = toff[k]
+        for q in range(base, base + (ct + 1) * (cs + 1)):
+            T[q] = NEG
+        # row / column status
+        r1 = 0
+        rf = 0
+        c1 = 0
+        cf = 0
+        rows_free = np.empty(ct, np.int64)
+        rows_one = np.empty(ct, np.int64)
+        cols_free = np.empty(cs, np.int64)
+        cols_one = np.empty(cs, np.int64)
+        for j in range(ct):
+            if FU[t, j] == 1:
+                rows_one[r1] = j
+                r1 += 1
+            elif FU[t, j] == -1:
+                rows_free[rf] = j
+                rf += 1
+        for i in range(cs):
+            fv = 1 if s == 0 else FV[s, i]
+            if fv == 1:
+                cols_one[c1] = i
+                c1 += 1
+            elif fv == -1:
+                cols_free[cf] = i
+                cf += 1
+        nr = r1 + rf
+        # row bound: rowpref[j, r] = sum over fixed-1 cols + top-r free cols of row j
+        rowpref = np.zeros((nr, cf + 1))
+        for q in range(nr):
+            j = rows_one[q] if q < r1 else rows_free[q - r1]
+            rb = off[k] + j * cs
+            b0 = 0.0
+            for p in range(c1):
+                b0 += imp[rb + cols_one[p]]
+            vals = np.empty(cf)
+            for p in range(cf):
+                vals[p] = imp[rb + cols_free[p]]
+            vals = -np.sort(-vals)
+            rowpref[q, 0] = b0
+            for p in range(cf):
+                rowpref[q, p + 1] = rowpref[q, p] + vals[p]
+        tmp = np.empty(rf)
+        for r in range(cf + 1):
+            b = c1 + r
+            fixed = 0.0
+            for q in range(r1):
+                fixed += rowpref[q, r]
+            for q in range(rf):
+                tmp[q] = rowpref[r1 + q, r]
+            srt = -np.sort(-tmp)
+            acc = fixed
+            T[base + r1 * (cs + 1) + b] = acc
+            for q in range(rf):
+                acc += srt[q]
+                T[base + (r1 + q + 1) * (cs + 1) + b] = acc
+        # column bound, and the min of both
+        ncol = c1 + cf
+        colpref = np.zeros((ncol, rf + 1))
+        for q in range(ncol):
+            i = cols_one[q] if q < c1 else cols_free[q - c1]
+            b0 = 0.0
+            for p in range(r1):
+                b0 += imp[off[k] + rows_one[p] * cs + i]
+            vals = np.empty(rf)
+            for p in range(rf):
+                vals[p] = imp[off[k] + rows_free[p] * cs + i]
+            vals = -np.sort(-vals)
+            colpref[q, 0] = b0
+            for p in range(rf):
+                colpref[q, p + 1] = colpref[q, p] + vals[p]
+        tmpc = np.empty(cf)
+        for r in range(rf + 1):
+            a = r1 + r
+            fixed = 0.0
+            for q in range(c1):
+                fixed += colpref[q, r]
+            for q in range(cf):
+                tmpc[q] = colpref[c1 + q, r]
+            srt = -np.sort(-tmpc)
+            acc = fixed
+            idx = base + a * (cs + 1) + c1
+            if acc < T[idx]:
+                T[idx] = acc
+            for q in range(cf):
+                acc += srt[q]
+                idx = base + a * (cs + 1) + c1 + q + 1
+                if acc < T[idx]:
+                    T[idx] = acc
+
+
+@njit(cache=True)
+def _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, nlo, nhi, mlo, mhi, wobj, lam, prof_n, prof_m):
+    # mutates prof_n, prof_m (M+1,): the maximising count profile. Returns (value, T-sum, cost) of
+    # max over count profiles of sum_k wobj * T_k(n, m) - lam * cost_k(n, m); value NEG if no profile exists.
+    # Residual links are relaxed to a <= m (and m - C_src <= a for zero_pad); a conv whose source is not the
+    # previous map sees its source count as free (a relaxation).
+    m = widths.size - 1
+    cmax = 0
+    for t in range(m + 1):
+        if widths[t] > cmax:
+            cmax = widths[t]
+    val = np.full((m + 1, cmax + 1), NEG)
+    argb = np.full((m + 1, cmax + 1), -1, np.int64)
+    arga = np.full((m + 1, cmax + 1), -1, np.int64)
+    val[0, widths[0]] = 0.0
+    W = np.empty(cmax + 1)
+    for k in range(m):
+        t = k + 1
+        s = src[k]
+        cs = widths[s]
+        chain = s == t - 1
+        prevbest = NEG
+        prevarg = -1
+        if not chain:
+            for b in range(widths[t - 1] + 1):
+                if val[t - 1, b] > prevbest:
+                    prevbest = val[t - 1, b]
+                    prevarg = b
+        for a in range(widths[t] + 1):
+            W[a] = NEG
+        for a in range(nlo[t], nhi[t] + 1):
+            best = NEG
+            barg = -1
+            for b in range(mlo[s], mhi[s] + 1):
+                tv = T[toff[k] + a * (cs + 1) + b]
+                if tv <= NEG / 2:
+                    continue
+                pv = val[s, b] if chain else prevbest
+                if pv <= NEG / 2:
+                    continue
+                c = cost[k] * a * b + lin[k, 0] * b + lin[k, 1] * a + lin[k, 2]
+                x = pv + wobj * tv - lam * c
+                if x > best:
+                    best = x
+                    barg = b
+            W[a] = best
+            argb[t, a] = barg
+        kd = res_kind[t]
+        if kd == 0:
+            for a in range(widths[t] + 1):
+                val[t, a] = W[a]
+                arga[t, a] = a
+        else:
+            low = 0
+            for mm in range(mlo[t], mhi[t] + 1):
+                best = NEG
+                aarg = -1
+                if kd == 2:
+                    low = mm - widths[res_src[t]]
+                for a in range(max(low, nlo[t]), min(mm, nhi[t]) + 1):
+                    if W[a] > best:
+                        best = W[a]
+                        aarg = a
+                val[t, mm] = best
+                arga[t, mm] = aarg
+        if not chain:
+            # remember where the relaxed predecessor came from
+            for a in range(widths[t] + 1):
+                if argb[t, a] >= 0:
+                    argb[t, a] = argb[t, a] * (cmax + 1) + prevarg
+    best = NEG
+    marg = -1
+    for b in range(widths[m] + 1):
+        if val[m, b] > best:
+            best = val[m, b]
+            marg = b
+    if marg < 0:
+        return NEG, 0.0, 0.0
+    # backtrack
+    prof_m[0] = widths[0]
+    prof_n[0] = widths[0]
+    mm = marg
+    tsum = 0.0
+    csum = 0.0
+    for t in range(m, 0, -1):
+        a = arga[t, mm]
+        prof_m[t] = mm
+        prof_n[t] = a
+        k = t - 1
+        s = src[k]
+        cs = widths[s]
+        code = argb[t, a]
+        if s == t - 1:
+            b = code
+            prev = b
+        else:
+            b = code // (cmax + 1)
+            prev = code % (cmax + 1)
+        tsum += T[toff[k] + a * (cs + 1) + b]
+        csum += cost[k] * a * b + lin[k, 0] * b + lin[k, 1] * a + lin[k, 2]
+        mm = prev
+    return best, tsum, csum
+
+
+@njit(cache=True)
+def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, nlo, nhi, mlo, mhi, budget, prof_n, prof_m):
+    # mutates prof_n, prof_m: a budget-feasible maximising profile of the last multiplier tried on the feasible side.
+    # Returns (bound, lam): bound = min over the multipliers tried of Phi(lam) = lam B + max_profiles sum T - lam cost,
+    # minimised by the tangent-intersection method on this convex piecewise-linear function; NEG if infeasible.
+    pn = np.empty_like(prof_n)
+    pm = np.empty_like(prof_m)
+    v0, t0, c0 = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, nlo, nhi, mlo, mhi, 1.0, 0.0, pn, pm)
+    if v0 <= NEG / 2:
+        return NEG, 0.0
+    if c0 <= budget:
+        prof_n[:] = pn
+        prof_m[:] = pm
+        return t0, 0.0
+    vmin, tm, cm = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, nlo, nhi, mlo, mhi, 0.0, 1.0, pn, pm)
+    if cm > budget:
+        return NEG, 0.0
+    # lo: cost > budget (slope < 0); hi: cost <= budget (slope >= 0)
+    lo = 0.0
+    phi_lo = v0
+    g_lo = budget - c0
+    hi = 1.0
+    while True:
+        v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, nlo, nhi, mlo, mhi, 1.0, hi, pn, pm)
+        if cc <= budget:
+            break
+        lo = hi
+        phi_lo = v + hi * budget
+        g_lo = budget - cc
+        hi *= 4.0
+        if hi > 1e300:
+            break
+    phi_hi = v + hi * budget
+    g_hi = budget - cc
+    prof_n[:] = pn
+    prof_m[:] = pm
+    best = min(phi_lo, phi_hi)
+    best_lam = lo if phi_lo < phi_hi else hi
+    for _it in range(100):
+        if g_lo >= g_hi:
+            break
+        x = (phi_hi - phi_lo + lo * g_lo - hi * g_hi) / (g_lo - g_hi)
+        if not (x > lo and x < hi):
+            break
+        line = phi_lo + (x - lo) * g_lo
+        v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, nlo, nhi, mlo, mhi, 1.0, x, pn, pm)
+        phi = v + x * budget
+        if phi < best:
+            best = phi
+            best_lam = x
+        if phi <= line + 1e-12 * max(1.0, abs(line)):
+            break  # the tangents meet on the function: x is a minimiser
+        if cc > budget:
+            lo = x
+            phi_lo = phi
+            g_lo = budget - cc
+        else:
+            hi = x
+            phi_hi = phi
+            g_hi = budget - cc
+            prof_n[:] = pn
+            prof_m[:] = pm
+    return best, best_lam
+
+
+@njit(cache=True)
+def _set_u(res_kind, FU, FV, t, j, val):
+    # mutates FU (and FV for maps that are not residual targets). Returns 0 on a conflict, 1 if changed, 2 if not.
+    cur = FU[t, j]
+    if cur == val:
+        return 2
+    if cur != -1:
+        return 0
+    FU[t, j] = val
+    if res_kind[t] == 0:
+        FV[t, j] = val
+    return 1
+
+
+@njit(cache=True)
+def _set_v(res_kind, FU, FV, t, j, val):
+    if t == 0:
+        return 2 if val == 1 else 0
+    cur = FV[t, j]
+    if cur == val:
+        return 2
+    if cur != -1:
+        return 0
+    FV[t, j] = val
+    if res_kind[t] == 0:
+        FU[t, j] = val
+    return 1
+
+
+@njit(cache=True)
+def _range_rule(F, t, w, lo, hi):
+    # mutates F[t], lo[t], hi[t] from the counts of fixed and free channels. Returns 0 infeasible, 1 changed, 2 not.
+    n1 = 0
+    nf = 0
+    for j in range(w):
+        if F[t, j] == 1:
+            n1 += 1
+        elif F[t, j] == -1:
+            nf += 1
+    changed = 2
+    if lo[t] < n1:
+        lo[t] = n1
+        changed = 1
+    if hi[t] > n1 + nf:
+        hi[t] = n1 + nf
+        changed = 1
+    if lo[t] > hi[t]:
+        return 0
+    if nf > 0 and (n1 == hi[t] or n1 + nf == lo[t]):
+        val = 0 if n1 == hi[t] else 1
+        for j in range(w):
+            if F[t, j] == -1:
+                F[t, j] = val
+        changed = 1
+    return changed
+
+
+@njit(cache=True)
+def _propagate_kernel(widths, res_src, res_kind, FU, FV, nlo, nhi, mlo, mhi):
+    # mutates FU, FV, nlo, nhi, mlo, mhi to a fixpoint of the residual implications and count ranges.
+    # Returns 1 if the node may hold a solution, 0 if it is infeasible.
+    m = widths.size - 1
+    for _it in range(10000):
+        changed = False
+        for t in range(1, m + 1):
+            kd = res_kind[t]
+            if kd == 0:
+                r = _range_rule(FU, t, widths[t], nlo, nhi)
+                if r == 0:
+                    return 0
+                if r == 1:
+                    changed = True
+                for j in range(widths[t]):
+                    FV[t, j] = FU[t, j]
+                mlo[t] = nlo[t]
+                mhi[t] = nhi[t]
+                continue
+            s = res_src[t]
+            cs = widths[s]
+            for j in range(widths[t]):
+                u = FU[t, j]
+                v = FV[t, j]
+                rs = []
+                if kd == 2 and j >= cs:
+                    if u != -1 and v != u:
+                        rs.append(_set_v(res_kind, FU, FV, t, j, u))
+                    elif v != -1 and u != v:
+                        rs.append(_set_u(res_kind, FU, FV, t, j, v))
+                else:
+                    if u == 1:
+                        rs.append(_set_v(res_kind, FU, FV, t, j, 1))
+                    if v == 0:
+                        rs.append(_set_u(res_kind, FU, FV, t, j, 0))
+                    if kd == 1 or kd == 2:
+                        vs = 1 if s == 0 else FV[s, j]
+                        u = FU[t, j]
+                        v = FV[t, j]
+                        if v == 1 and u == 0:
+                            rs.append(_set_v(res_kind, FU, FV, s, j, 1))
+                        if vs == 0 and u == 0:
+                            rs.append(_set_v(res_kind, FU, FV, t, j, 0))
+                        if v == 1 and vs == 0:
+                            rs.append(_set_u(res_kind, FU, FV, t, j, 1))
+                for r in rs:
+                    if r == 0:
+                        return 0
+                    if r == 1:
+                        changed = True
+            for F, lo, hi in ((FU, nlo, nhi), (FV, mlo, mhi)):
+                r = _range_rule(F, t, widths[t], lo, hi)
+                if r == 0:
+                    return 0
+                if r == 1:
+                    changed = True
+            # count links: n <= m; m <= n + m_src (identity, zero_pad)
+            if mlo[t] < nlo[t]:
+                mlo[t] = nlo[t]
+                changed = True
+            if nhi[t] > mhi[t]:
+                nhi[t] = mhi[t]
+                changed = True
+            if kd == 1 or kd == 2:
+                ms_hi = mhi[s] if s > 0 else widths[0]
+                if mhi[t] > nhi[t] + ms_hi:
+                    mhi[t] = nhi[t] + ms_hi
+                    changed = True
+                if kd == 2 and nlo[t] < mlo[t] - cs:
+                    nlo[t] = mlo[t] - cs
+                    changed = True
+            if nlo[t] > nhi[t] or mlo[t] > mhi[t]:
+                return 0
+        if not changed:
+            return 1
+    return 1
+
+
+@njit(cache=True)
+def _profile_heuristic_kernel(widths, src, imp, off, res_src, res_kind, FU, FV, n_prof, m_prof, static, U, V, act):
+    # mutates U, V (a valid selection with n_t = n_prof[t] kept outputs and at most m_prof[t] kept channels, honouring
+    # the u fixings) and act (M,): per-conv objective of it. Alternating top-k sweeps (block ascent), forward order.
+    # Returns the objective.
+    m = widths.size - 1
+    cmax = U.shape[1]
+    in_score = np.zeros((m + 1, cmax))
+    out_score = np.zeros((m + 1, cmax))
+    U[:, :] = 0
+    V[:, :] = 0
+    for i in range(widths[0]):
+        U[0, i] = 1
+        V[0, i] = 1
+    best_obj = -1.0
+    BU = U.copy()
+    BV = V.copy()
+    for sweep in range(12):
+        for t in range(1, m + 1):
+            w = widths[t]
+            _scores_kernel(widths, src, imp, off, U, V, in_score, out_score)
+            sc = np.empty(w)
+            for j in range(w):
+                if sweep == 0:
+                    sc[j] = static[t, j]
+                else:
+                    sc[j] = in_score[t, j] + out_score[t, j]
+                if FU[t, j] == 1:
+                    sc[j] += 1e300
+                elif FU[t, j] == 0:
+                    sc[j] = -1e300
+            order = np.argsort(-sc, kind="mergesort")
+            for j in range(w):
+                U[t, j] = 0
+            for r in range(n_prof[t]):
+                U[t, order[r]] = 1
+            if res_kind[t] == 0:
+                for j in range(w):
+                    V[t, j] = U[t, j]
+                continue
+            s = res_src[t]
+            cnt = 0
+            for j in range(w):
+                V[t, j] = U[t, j]
+                cnt += U[t, j]
+            if res_kind[t] == 3:
+                continue
+            sc2 = np.full(widths[s], -1e300)
+            for j in range(widths[s]):
+                if V[s, j] and not U[t, j] and FV[t, j] != 0:
+                    sc2[j] = (static[t, j] if sweep == 0 else out_score[t, j]) + (1e200 if FV[t, j] == 1 else 0.0)
+            order2 = np.argsort(-sc2, kind="mergesort")
+            for r in range(widths[s]):
+                if cnt >= m_prof[t]:
+                    break
+                j = order2[r]
+                if sc2[j] <= -1e299:
+                    break
+                V[t, j] = 1
+                cnt += 1
+        obj = _objective_kernel(widths, src, imp, off, U, V)
+        if obj > best_obj + 1e-12 * abs(best_obj):
+            best_obj = obj
+            BU[:, :] = U
+            BV[:, :] = V
+        else:
+            break
+    U[:, :] = BU
+    V[:, :] = BV
+    for k in range(m):
+        t = k + 1
+        s = src[k]
+        cs = widths[s]
+        a = 0.0
+        for j in range(widths[t]):
+            if U[t, j]:
+                for i in range(cs):
+                    if V[s, i]:
+                        a += imp[off[k] + j * cs + i]
+        act[k] = a
+    return best_obj
