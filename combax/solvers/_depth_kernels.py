@@ -164,36 +164,61 @@ def _knapsack_kernel(n, e_i, e_x, e_m, e_a, e_g, e_v, B, parent):
     ``t``: ``D[0, 1, 0] = 0`` and ``D[m, a, t] = max_{edges (i, x) -> (m, a)} D[i, x, t - g] + v``. The first
     edge in ``(i, x)`` order wins a tie. The answer maximises ``D[L, a, t]`` over ``t <= B``; ties go to the
     smaller ``t``, then to flag 1. Returns ``(status, objective, t, code)``.
+
+    Only ``t >= lo[m, a]`` (the smallest reachable integer latency of the state) is stored and swept, so the work
+    is ``O(Σ_edges (B - lo))`` rather than ``O(|E| B)``; entries below ``lo`` are never read.
     """
     code = np.zeros(n, np.int8)
     if B < 0:
         return 1, np.nan, -1, code
-    D = np.full((n, 2, B + 1), -np.inf)
-    P = np.full((n, 2, B + 1), -1, np.int64)
+    D = np.empty((n, 2, B + 1))
+    P = np.empty((n, 2, B + 1), np.int32)
+    lo = np.full((n, 2), B + 1, np.int64)
+    D[0, 1, :] = -np.inf
     D[0, 1, 0] = 0.0
-    for e in range(e_i.shape[0]):
-        g = e_g[e]
-        if g > B:
+    lo[0, 1] = 0
+    n_edges = e_i.shape[0]
+    e = 0
+    while e < n_edges:
+        m = e_m[e]
+        a = e_a[e]
+        f = e
+        low = B + 1
+        while f < n_edges and e_m[f] == m and e_a[f] == a:
+            s = lo[e_i[f], e_x[f]] + e_g[f]
+            if s < low:
+                low = s
+            f += 1
+        if low > B:
+            e = f
             continue
-        v = e_v[e]
-        src = D[e_i[e], e_x[e]]
-        dst = D[e_m[e], e_a[e]]
-        pdst = P[e_m[e], e_a[e]]
-        for t in range(g, B + 1):
-            s = src[t - g]
-            if s == -np.inf:
+        lo[m, a] = low
+        dst = D[m, a]
+        pdst = P[m, a]
+        dst[low:] = -np.inf
+        for k in range(e, f):
+            g = e_g[k]
+            start = lo[e_i[k], e_x[k]] + g
+            if start > B:
                 continue
-            c = s + v
-            if c > dst[t]:
-                dst[t] = c
-                pdst[t] = e
+            v = e_v[k]
+            src = D[e_i[k], e_x[k]]
+            for t in range(start, B + 1):
+                sv = src[t - g]
+                if sv == -np.inf:
+                    continue
+                c = sv + v
+                if c > dst[t]:
+                    dst[t] = c
+                    pdst[t] = k
+        e = f
     L = n - 1
     best = -np.inf
     bt = -1
     ba = -1
-    for t in range(B + 1):
+    for t in range(min(lo[L, 0], lo[L, 1]), B + 1):
         for a in (1, 0):
-            if D[L, a, t] > best:
+            if t >= lo[L, a] and D[L, a, t] > best:
                 best = D[L, a, t]
                 bt = t
                 ba = a

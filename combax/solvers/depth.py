@@ -62,6 +62,7 @@ __all__ = [
     "optimal_time",
     "extended_importance",
     "evaluate",
+    "discretise",
     "valid_blocks",
     "allowed_flags",
     "mbv2_structure",
@@ -499,11 +500,15 @@ def _budget_iv(budget, resolution, rounding):
     return budget, resolution, rounding
 
 
-def discretise(values, resolution: float, rounding: str) -> np.ndarray:
-    """Integer latencies: ``ceil(values / resolution)`` or ``floor(values / resolution)`` (NaN -> a huge value)."""
+def discretise(values, resolution: float, rounding: str, cap: int = 2**53) -> np.ndarray:
+    """Integer latencies ``ceil(values / resolution)`` or ``floor(values / resolution)``, clipped to ``cap``.
+
+    NaN maps to ``cap``. Both :func:`solve` and :func:`brute_force` use this one formula, so rounding at exact
+    multiples of the resolution is decided identically.
+    """
     v = np.asarray(values, dtype=np.float64) / resolution
     r = np.ceil(v) if rounding == "ceil" else np.floor(v)
-    return np.where(np.isnan(r), np.iinfo(np.int64).max // 4, r).astype(np.int64)
+    return np.where(np.isnan(r), cap, np.minimum(r, cap)).astype(np.int64)
 
 
 def _solution(problem, status, code, budget, resolution, rounding, int_latency, message, values=None):
@@ -589,7 +594,7 @@ def solve(
             )  # fmt: skip
         return _solution(problem, Status.OPTIMAL, codes[-1], budget, None, None, None, "exact solve")
     B = math.floor(budget / resolution)
-    e_g = discretise(e_lat, resolution, rounding)
+    e_g = discretise(e_lat, resolution, rounding, cap=B + 1)
     status, _obj, t, code = _depth_kernels._knapsack_kernel(n, e_i, e_x, e_m, e_a, e_g, e_v, B, problem._parent)
     if status != 0:
         return _solution(
