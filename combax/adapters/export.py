@@ -16,7 +16,7 @@ Two things make the graph fast as well as exact:
 
 Supported primitives: ``conv_general_dilated`` (groups, strides, dilation, asymmetric padding), ``dot_general``,
 elementwise ``add sub mul div max min neg exp log tanh logistic sqrt rsqrt abs integer_pow clamp``,
-``reduce_sum reduce_max reduce_min``, ``broadcast_in_dim reshape squeeze expand_dims transpose pad`` (negative pads
+``reduce_sum reduce_max reduce_min``, ``reduce_window_max`` (max-pool in a conv layout), ``broadcast_in_dim reshape squeeze expand_dims transpose pad`` (negative pads
 crop), ``slice concatenate convert_element_type``, and the call-like primitives (``jit``/``pjit``,
 ``custom_jvp_call``, ``custom_vjp_call``, ``closed_call``, ``remat``), which are inlined.
 """
@@ -344,6 +344,26 @@ class _Translator:
 
     def _p_reduce_min(self, eqn, ins):
         return self._reduce(eqn, ins, "ReduceMin")
+
+    def _p_reduce_window_max(self, eqn, ins):
+        (t,) = ins
+        p = eqn.params
+        perm = t.perm
+        win = [p["window_dimensions"][a] for a in perm]
+        strides = [p["window_strides"][a] for a in perm]
+        pads = [p["padding"][a] for a in perm]
+        dil = [p["window_dilation"][a] for a in perm]
+        if win[:2] != [1, 1] or strides[:2] != [1, 1] or any(d != 1 for d in p["base_dilation"]):
+            raise NotImplementedError("ONNX export supports max-pooling over the spatial axes of a conv layout only")
+        out = self.b.node(
+            "MaxPool",
+            [t.name],
+            kernel_shape=win[2:],
+            strides=strides[2:],
+            pads=[lo for lo, _ in pads[2:]] + [hi for _, hi in pads[2:]],
+            dilations=dil[2:],
+        )
+        return _Tensor(out, perm, tuple(eqn.outvars[0].aval.shape))
 
     # -- shape ops ----------------------------------------------------------------------------------------------
     def _reshape_to(self, t: _Tensor, shape: tuple[int, ...]) -> _Tensor:
