@@ -74,6 +74,10 @@ class _Ctx:
     def __init__(self, f: Flat, budget: float):
         self.f = f
         self.budget = float(budget)
+        # the bound relaxes the budget by a rounding tolerance: the DP sums the resource in another order than the
+        # validator, and at a budget equal to a profile's resource (e.g. the minimum) round-off must not declare
+        # the node infeasible. A relaxation only loosens the bound; incumbents are checked against the exact budget.
+        self.budget_relaxed = self.budget + 1e-9 * max(1.0, abs(self.budget))
         m = f.widths.size - 1
         self.m = m
         sizes = [(f.widths[k + 1] + 1) * (f.widths[f.src[k]] + 1) for k in range(m)]
@@ -114,7 +118,7 @@ class _Ctx:
         pn = np.zeros(self.m + 1, np.int64)
         pm = np.zeros(self.m + 1, np.int64)
         bound, _ = _lagrange_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T,
-                                    node.nlo, node.nhi, node.mlo, node.mhi, self.budget, pn, pm)  # fmt: skip
+                                    node.nlo, node.nhi, node.mlo, node.mhi, self.budget_relaxed, pn, pm)  # fmt: skip
         if bound <= NEG / 2:
             return None
         return bound, pn, pm

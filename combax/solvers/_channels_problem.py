@@ -132,6 +132,7 @@ def _channel_problem_iv(prob: ChannelProblem) -> dict:
         group = np.ones(n_maps + 1, dtype=np.int64)
     else:
         group = np.broadcast_to(np.asarray(group), (n_maps + 1,)).astype(np.int64)
+        group[0] = 1  # the input map is fixed (always fully kept): it is never grouped
         if np.any(group < 1) or np.any(widths % group):
             raise ValueError(f"`group_size` must divide every width {widths.tolist()}; got {group.tolist()}")
         for t in np.flatnonzero(res_kind):
@@ -172,7 +173,8 @@ class ChannelProblem:
     residuals : sequence of (src_map, dst_map, kind), kind in ``"identity"``, ``"zero_pad"``, ``"projection"``.
     linear_cost : (M, 3) float or None, per conv (c_in, c_out, c_0) of the fitted latency model; c_in, c_out >= 0.
     group_size : int or (M + 1,) ints or None. One binary per group of g consecutive channels (tile units); the
-        group's importance is its summed importance and the resource counts channels (g per group).
+        group's importance is its summed importance and the resource counts channels (g per group). The entry of
+        map 0 is ignored: the input is fixed.
 
     Raises
     ------

@@ -286,7 +286,8 @@ def cpsat(c: dict, time_limit=None, rel_gap=0.0, hint=None, num_workers=2, objec
     nodes = int(solver.NumBranches())
     msg = f"CP-SAT {solver.StatusName(st)}, objective scale {objective_scale:g}, resource scale {rs:g}"
     if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return None, None, Status.TIME_LIMIT, bound, nodes, msg
+        # no solution found (UNKNOWN): CP-SAT's objective bound is then not a valid upper bound (it reads 0)
+        return None, None, Status.TIME_LIMIT, np.nan, nodes, msg
     vals = np.array([solver.Value(xi) for xi in x])
     u, v = _masks_from_bits(c, lay, vals)
     status = Status.OPTIMAL if st == cp_model.OPTIMAL else Status.TIME_LIMIT
