@@ -31,7 +31,8 @@ class FactorVAEScore:
     eval_accuracy : float or None, on separate votes (``"dlib"`` only).
     votes : (n_dims, n_factors) int, training votes per (dimension, factor); the last row is the discrete latent
         when one was counted.
-    active : (n_dims,) bool, dimensions that took part (the discrete one is always active).
+    active : (n_dims,) bool, dimensions that took part (the discrete one unless it is constant, see
+        ``skip_constant_discrete``).
     variant : "original" or "dlib".
     """
 
@@ -87,6 +88,7 @@ def factor_vae_score(
     batch_size: int | None = None,
     n_global: int = 10_000,
     prune_std: float = 0.05,
+    skip_constant_discrete: bool = True,
     seed: int = 0,
 ) -> FactorVAEScore:
     """FactorVAE disentanglement score by majority vote.
@@ -111,6 +113,10 @@ def factor_vae_score(
     ----------
     represent : callable, (n, F) int factor classes -> (codes (n, m) float, discrete (n,) int or None).
     factor_sizes : sequence of F ints, the number of values of each factor.
+    skip_constant_discrete : bool
+        A discrete code that takes a single value over the ``n_global`` sample (a collapsed latent) is left out of
+        the vote. The original counts it, and since its ratio is 0 / (0 + 1e-10) = 0 it then wins every vote and the
+        score is 1/F whatever the continuous code; pass False for that behaviour.
 
     Notes
     -----
@@ -136,8 +142,9 @@ def factor_vae_score(
         raise ValueError(f"`active` must have shape ({m},), one flag per continuous dimension; got {active.shape}")
     has_disc = disc is not None
     if has_disc:
-        global_var = np.append(global_var, gini_variance(np.asarray(disc)))
-        active = np.append(active, True)
+        g = gini_variance(np.asarray(disc))
+        global_var = np.append(global_var, g)
+        active = np.append(active, g > 0 or not skip_constant_discrete)
     n_dims = active.shape[0]
 
     def cast_votes(count, cyclic):

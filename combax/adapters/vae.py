@@ -12,6 +12,7 @@ beta-VAE and CascadeVAE-C go through the same loop with no discrete latent. Ever
 result says what share of a training step the discrete step (the solver call) takes.
 """
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -34,6 +35,9 @@ class TrainConfig:
         300k steps give r = 20k, the original).
     image_size : int, dSprites side (64 original; 32 for small runs).
     batch_size, learning_rate, lam (lambda of the balance term, 0.001), seed.
+    n_continuous : int or None, m; None is the model's default (6 for "cascade", 10 otherwise).
+    beta : float, the single beta of "betavae" (4, the third-party baseline setting).
+    conv_features, hidden : the network widths (the original: (32, 32, 64, 64) and 256).
     """
 
     model: ModelName = "cascade"
@@ -46,6 +50,8 @@ class TrainConfig:
     seed: int = 0
     n_continuous: int | None = None
     beta: float = 4.0
+    conv_features: tuple[int, int, int, int] = (32, 32, 64, 64)
+    hidden: int = 256
 
     def __post_init__(self):
         if self.model not in ("cascade", "cascade-c", "betavae"):
@@ -54,14 +60,29 @@ class TrainConfig:
             raise ValueError(f"`steps` must be at least 1; got {self.steps}")
         if self.batch_size < 2:
             raise ValueError(f"`batch_size` must be at least 2; got {self.batch_size}")
-        if self.lam < 0:
+        if not self.lam >= 0:  # also rejects nan
             raise ValueError(f"`lam` must be non-negative; got {self.lam}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"`learning_rate` must be positive; got {self.learning_rate}")
+        if self.interval is not None and self.interval < 1:
+            raise ValueError(f"`interval` must be at least 1 or None (scaled to `steps`); got {self.interval}")
+        if self.n_continuous is not None and self.n_continuous < 1:
+            raise ValueError(
+                f"`n_continuous` must be at least 1 or None (the model's default); got {self.n_continuous}"
+            )
+        self.vae_config()  # validates image_size, conv_features, hidden
 
     def vae_config(self):
         from combax.models.cascade_vae import VAEConfig
 
         m = self.n_continuous or (6 if self.model == "cascade" else 10)
-        return VAEConfig(image_size=self.image_size, n_continuous=m, n_categories=3 if self.model == "cascade" else 0)
+        return VAEConfig(
+            image_size=self.image_size,
+            n_continuous=m,
+            n_categories=3 if self.model == "cascade" else 0,
+            conv_features=tuple(self.conv_features),
+            hidden=self.hidden,
+        )
 
     def schedule(self):
         from combax.models.cascade_vae import CascadeSchedule
@@ -79,13 +100,16 @@ class TrainResult:
     params : the Flax parameter pytree at the last step (no checkpoint selection).
     config : the :class:`TrainConfig`.
     loss, recon : (steps,) float per step; kl : (steps, m) per-dimension KL.
-    step_seconds : mean wall time of a full training step (unary costs + solver + gradient step, data excluded).
-    solver_seconds : mean time of the ``assign.balanced_labels`` call over the steps where it ran.
+    step_seconds : mean wall time of a full training step (unary costs + solver + gradient step, data excluded) over
+        the steps with a discrete step, the first one excluded (it loads the solver's numba cache).
+    solver_seconds : mean time of the ``assign.balanced_labels`` call over the same steps.
     unary_seconds : mean time of the S decoder passes (with the host transfer) over the same steps.
     discrete_share : solver time / step time over the steps with a discrete step (nan if none ran).
     unary_share : unary-cost time / step time over the same steps.
     n_discrete_steps : number of steps that ran the discrete step.
     seconds : total wall time, data generation included.
+    first_solver_seconds : the first solver call (numba cache load), excluded from the means.
+    history : free-form extras.
     """
 
     params: object
@@ -100,7 +124,34 @@ class TrainResult:
     unary_share: float
     n_discrete_steps: int
     seconds: float
+    first_solver_seconds: float = float("nan")
     history: dict = field(default_factory=dict)
+
+
+@functools.lru_cache(maxsize=8)
+def _unary_fn(vcfg):
+    """The jitted unary-cost function of one architecture, built once per process (training and inference share it)."""
+    from combax.models import cascade_vae as cv
+
+    return cv.make_unary_fn(cv.VAE(vcfg))
+
+
+@functools.lru_cache(maxsize=8)
+def _train_fns(vcfg, learning_rate: float):
+    """(optimizer, jitted step, jitted unary) for one architecture, built once per process so that several seeds of
+    the same model share one compilation."""
+    from combax.models import cascade_vae as cv
+
+    opt = cv.make_optimizer(learning_rate)
+    return opt, cv.make_train_step(cv.VAE(vcfg), opt), _unary_fn(vcfg)
+
+
+@functools.lru_cache(maxsize=8)
+def _encode_fns(vcfg):
+    """(jitted encode, jitted unary or None) for one architecture, built once per process."""
+    from combax.models import cascade_vae as cv
+
+    return cv.make_encode_fn(cv.VAE(vcfg)), (_unary_fn(vcfg) if vcfg.n_categories else None)
 
 
 def discrete_step(u: np.ndarray, lam: float) -> np.ndarray:
@@ -128,18 +179,17 @@ def train(config: TrainConfig, *, progress: bool = True, dataset=None) -> TrainR
     ds = dataset if dataset is not None else dsprites(config.image_size)
     if ds.size != config.image_size:
         raise ValueError(f"`dataset` renders {ds.size}x{ds.size} images; `config.image_size` is {config.image_size}")
-    model = cv.VAE(vcfg)
+    opt, step_fn, unary_fn = _train_fns(vcfg, float(config.learning_rate))
     params = cv.init_params(vcfg, config.seed)
-    opt = cv.make_optimizer(config.learning_rate)
     opt_state = opt.init(params)
-    step_fn = cv.make_train_step(model, opt)
-    unary_fn = cv.make_unary_fn(model)
     rng = np.random.default_rng(config.seed + 1)
     n, m, s = config.batch_size, vcfg.n_continuous, vcfg.n_categories
     loss, recon, kl = np.zeros(config.steps), np.zeros(config.steps), np.zeros((config.steps, m))
     t_step, t_solver, t_unary = [], [], []
     zeros_d = np.zeros((n, s), np.float32)
     batches = ds.batches(n, seed=config.seed + 2)
+    if s and config.steps > sched.warmup_stages * sched.interval:  # compile outside the timed steps
+        jax.block_until_ready(unary_fn(params, jnp.zeros((n, vcfg.image_size, vcfg.image_size, 1)), jnp.zeros((n, m))))
     bar = tqdm(range(config.steps), desc=f"{config.model} s{config.seed}", disable=not progress, mininterval=2.0)
     for t in bar:
         images, _ = next(batches)
@@ -166,6 +216,9 @@ def train(config: TrainConfig, *, progress: bool = True, dataset=None) -> TrainR
             bar.set_postfix(loss=f"{lo:.1f}", recon=f"{float(re):.1f}", open=sched.n_open(t))
     jax.block_until_ready(params)
     n_disc = len(t_solver)
+    first_solver = t_solver[0] if n_disc else float("nan")
+    if n_disc > 1:  # the first solver call loads the numba cache (about a second): not a step cost
+        t_step, t_solver, t_unary = t_step[1:], t_solver[1:], t_unary[1:]
     step_mean = float(np.mean(t_step)) if t_step else float("nan")
     return TrainResult(
         params=params,
@@ -180,6 +233,7 @@ def train(config: TrainConfig, *, progress: bool = True, dataset=None) -> TrainR
         unary_share=float(np.sum(t_unary) / np.sum(t_step)) if n_disc else float("nan"),
         n_discrete_steps=n_disc,
         seconds=time.perf_counter() - t_start,
+        first_solver_seconds=first_solver,
     )
 
 
@@ -200,10 +254,7 @@ def make_encoder(params, config: TrainConfig, *, batch_size: int = 1000):
 
     from combax.models import cascade_vae as cv
 
-    vcfg = config.vae_config()
-    model = cv.VAE(vcfg)
-    enc = cv.make_encode_fn(model)
-    unary = cv.make_unary_fn(model) if vcfg.n_categories else None
+    enc, unary = _encode_fns(config.vae_config())
 
     def encode(images: np.ndarray) -> Encoded:
         mus, kls, cats = [], [], []
@@ -259,12 +310,13 @@ def evaluate(
     n_votes: int = 800,
     dlib_votes: tuple[int, int] | None = (1000, 500),
     n_shape: int = 10_000,
+    vote_batch: int | None = None,
     seed: int = 0,
 ) -> Evaluation:
     """FactorVAE scores (both variants) and shape-classification accuracy of ``params`` on dSprites.
 
     ``dlib_votes`` = (train, eval) votes of the disentanglement_lib variant (theirs: 10,000 and 5,000), or None to
-    skip it. Active dimensions: mean KL over ``n_global`` uniform images > 0.1 nats, as in the original.
+    skip it. ``vote_batch`` is the images per vote (None: 100 original, 64 dlib). Active dimensions: mean KL over ``n_global`` uniform images > 0.1 nats, as in the original.
     """
     from combax.adapters import disentanglement as dis
     from combax.data.dsprites import dsprites
@@ -278,7 +330,14 @@ def evaluate(
     active = mean_kl > 0.1
     represent = dis.dsprites_represent(encode, ds)
     fv = dis.factor_vae_score(
-        represent, dis.DSPRITES_FACTOR_SIZES, active=active, variant="original", n_votes=n_votes, seed=seed
+        represent,
+        dis.DSPRITES_FACTOR_SIZES,
+        active=active,
+        variant="original",
+        n_votes=n_votes,
+        batch_size=vote_batch,
+        n_global=n_global,
+        seed=seed,
     )
     fv_dlib = None
     if dlib_votes is not None:
@@ -288,6 +347,8 @@ def evaluate(
             variant="dlib",
             n_votes=dlib_votes[0],
             n_eval_votes=dlib_votes[1],
+            batch_size=vote_batch,
+            n_global=n_global,
             seed=seed + 1,
         ).score
     acc = None
@@ -295,3 +356,37 @@ def evaluate(
         cls = ds.sample_classes(n_shape, rng)
         acc = dis.classification_accuracy(encode(ds.render(cls)).category, cls[:, 1])
     return Evaluation(fv.score, fv_dlib, acc, active, mean_kl, time.perf_counter() - t0)
+
+
+def latent_traversals(params, config: TrainConfig, image: np.ndarray, values=(-2.0, -1.0, 0.0, 1.0, 2.0)):
+    """Decoded traversals of one image's code: ``(traversals (m, V, H, W), categories (S, H, W) or None)``.
+
+    Row j of ``traversals`` decodes ``[mu(image)`` with ``z_j`` replaced by each of ``values``, ``e_c]`` where c is
+    the image's test-time category (no one-hot for a continuous-only model); ``categories`` decodes ``[mu, e_k]`` for
+    every category k. Pixel probabilities in [0, 1].
+    """
+    import jax.numpy as jnp
+
+    from combax.models import cascade_vae as cv
+
+    img = np.asarray(image)
+    vcfg = config.vae_config()
+    if img.shape != (vcfg.image_size, vcfg.image_size):
+        raise ValueError(f"`image` must have shape ({vcfg.image_size}, {vcfg.image_size}); got {img.shape}")
+    enc = make_encoder(params, config)(img[None])
+    m, s, vals = vcfg.n_continuous, vcfg.n_categories, np.asarray(values, dtype=np.float32)
+    z = np.repeat(enc.mu.astype(np.float32), m * len(vals), axis=0).reshape(m, len(vals), m)
+    for j in range(m):
+        z[j, :, j] = vals
+    z = z.reshape(m * len(vals), m)
+    d = np.zeros((len(z), s), np.float32)
+    if s:
+        d[:, enc.category[0]] = 1.0
+    decode = cv.make_decode_fn(cv.VAE(vcfg))
+    size = vcfg.image_size
+    trav = np.asarray(decode(params, jnp.asarray(np.concatenate([z, d], axis=1)))).reshape(m, len(vals), size, size)
+    cats = None
+    if s:
+        zd = np.concatenate([np.repeat(enc.mu.astype(np.float32), s, axis=0), np.eye(s, dtype=np.float32)], axis=1)
+        cats = np.asarray(decode(params, jnp.asarray(zd)))
+    return trav, cats
