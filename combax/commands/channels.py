@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from combax.commands._channels_prune import add_prune_parser
+
 DEMO_ORDER = 20
 
 METHODS = ("bnb", "cpsat", "highs", "cbc", "greedy")
@@ -45,6 +47,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="channels_command", metavar="ACTION")
     add_subcommands(sub)
+    add_prune_parser(sub)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
     return p
 
