@@ -12,9 +12,21 @@ Bound of a node (valid for every completion):
    linear Phi(lam) = lam B + max over count profiles of sum_l UB_l(n_l, m_s) - lam cost_l(n_l, m_s), where the max is a
    DP over the chain of maps whose state is the current map's count (O(sum_l C_l C_s) per lam). Residual links are
    relaxed to n_t <= m_t <= n_t + m_s in the propagation and n_t <= m_t in the DP.
+3. Lagrangian decomposition multipliers (optimised once, at the root, by subgradient steps; valid at every node):
+   the objective is augmented by terms that are zero or >= 0 on every valid selection (u_t = v_t on plain maps,
+   v_t - u_t >= 0 and u_t + v_s - v_t >= 0 on residual targets), each u / v term moved into the table of the conv
+   that holds the variable as a row or a column. The tables then bound the augmented per-conv objective (the row
+   bound adds the best offset sum of b columns, the column bound that of a rows). See `_Ctx.optimize_multipliers`.
+4. Folded bounds (with multipliers): for |A| = a the column offsets can be spread over the rows, sum_{A x B} I +
+   sum_A RO + sum_B CO = sum_{j in A} (RO_j + sum_{i in B} (I_ji + CO_i / a)), so the row bound of I + CO / a (and
+   symmetrically the column bound of I + RO / b) also bounds the entry (a, b). O(C_l C_s log) per a (per b), so it
+   is applied lazily: to the rows a and columns b of the DP's profile, re-solving the Lagrangian until the profile
+   uses only tightened entries (at most ``FOLD_ROUNDS`` times).
 
-Incumbents: the original greedy (alternating top-k, then ratio fill) at the root; at every node, alternating top-k on
-the DP's budget-feasible count profile, then ratio fill; and every node whose binaries are all fixed.
+Incumbents: the original greedy (alternating top-k, then ratio fill) at the root, improved by local search
+(:mod:`combax.solvers._channels_local`: swaps, ratio fill, drop-and-fill) and an iterated local search (random
+swaps on plain maps, then local search); at every node, alternating top-k on the DP's budget-feasible count profile,
+then ratio fill, then (every ``LS_EVERY``-th node) local search; and every node whose binaries are all fixed.
 
 Branching: take the conv with the largest gap between its bound UB_l at the profile and the value the heuristic
 achieved there; split the wider of its two count ranges at the profile's count; once both are single counts, fix
@@ -37,15 +49,29 @@ from ._channels_kernels import (
     NEG,
     _fill_kernel,
     _lagrange_kernel,
+    _mu_subgrad_kernel,
     _objective_kernel,
     _profile_heuristic_kernel,
     _propagate_kernel,
-    _ub_tables_kernel,
+    _ub_tables_fold_kernel,
+    _ub_tables_mu_kernel,
 )
 from ._channels_layout import Flat
+from ._channels_local import _local_search_kernel
 from ._status import Status
 
 TOL = 1e-9
+LS_EVERY = 8  # local search on every LS_EVERY-th node heuristic's selection
+LS_ROUNDS = 1000
+LS_DROPS = 64  # drop-and-fill tries per local-search round at nodes and in the iterated local search
+ROOT_DROPS = 256  # the same for the first local search at the root
+ILS_SHARE = 0.1  # at most this share of the time limit goes to the root's iterated local search
+ILS_ITERS = 400
+ILS_PATIENCE = 40  # stop after this many perturbations in a row without a better incumbent
+MU_SHARE = 0.15  # at most this share of the time limit goes to the root's multiplier optimisation
+MU_ITERS = 300
+FOLD = True  # tighten the tables lazily by the folded bounds at every node
+FOLD_ROUNDS = 8
 
 
 @dataclass(slots=True)
@@ -92,6 +118,15 @@ class _Ctx:
             st[t, : f.widths[t]] += a.sum(1)
             st[s, : f.widths[s]] += a.sum(0)
         self.static = st
+        # Lagrangian decomposition multipliers, as per-conv row offsets RO[t] (rows of the producer of map t) and
+        # column offsets CO[k] (columns of conv k); zero = the plain bound. See `optimize_multipliers`.
+        self.RO = np.zeros((m + 1, f.cmax))
+        self.CO = np.zeros((m, f.cmax))
+        self.fold = False  # also the folded bounds (`_ub_tables_fold_kernel`); set once the multipliers are chosen
+        readers = [[] for _ in range(m + 1)]
+        for k in range(m):
+            readers[f.src[k]].append(k)
+        self.reader = np.array([r[0] if len(r) == 1 else -1 for r in readers], np.int64)
 
     def root(self) -> _Node:
         f, m = self.f, self.m
@@ -114,14 +149,134 @@ class _Ctx:
         )
         if not ok:
             return None
-        _ub_tables_kernel(f.widths, f.src, f.imp, f.off, node.FU, node.FV, self.toff, self.T)
+        _ub_tables_mu_kernel(f.widths, f.src, f.imp, f.off, node.FU, node.FV, self.toff, self.T, self.RO, self.CO)
         pn = np.zeros(self.m + 1, np.int64)
         pm = np.zeros(self.m + 1, np.int64)
         bound, _ = _lagrange_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T,
                                     node.nlo, node.nhi, node.mlo, node.mhi, self.budget_relaxed, pn, pm)  # fmt: skip
         if bound <= NEG / 2:
             return None
+        if self.fold:
+            # lazy folding: tighten the table rows / columns of the profile's counts, re-solve, until the profile
+            # only uses folded entries (or FOLD_ROUNDS)
+            m = self.m
+            done_a = np.zeros((m, f.cmax + 1), bool)
+            done_b = np.zeros((m, f.cmax + 1), bool)
+            for _ in range(FOLD_ROUNDS):
+                fa = np.full(m, -1, np.int64)
+                fb = np.full(m, -1, np.int64)
+                new = False
+                for k in range(m):
+                    a, b = pn[k + 1], pm[f.src[k]]
+                    if not done_a[k, a]:
+                        done_a[k, a] = new = True
+                        fa[k] = a
+                    if not done_b[k, b]:
+                        done_b[k, b] = new = True
+                        fb[k] = b
+                if not new:
+                    break
+                _ub_tables_fold_kernel(f.widths, f.src, f.imp, f.off, node.FU, node.FV, self.toff, self.T, self.RO,
+                                       self.CO, node.nlo, node.nhi, node.mlo, node.mhi, fa, fb)  # fmt: skip
+                b2, _ = _lagrange_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T,
+                                         node.nlo, node.nhi, node.mlo, node.mhi, self.budget_relaxed, pn,
+                                         pm)  # fmt: skip
+                if b2 <= NEG / 2:  # cannot happen (folding keeps every finite entry finite); keep the last bound
+                    break
+                bound = min(bound, b2)
         return bound, pn, pm
+
+    def optimize_multipliers(self, node: _Node, target: float, max_iter: int, deadline: float):
+        """Subgradient descent on Lagrangian decomposition multipliers at ``node`` (propagated); keeps the best.
+
+        The objective is augmented by terms that vanish or are >= 0 on every valid selection, so every multiplier
+        value gives a valid bound: eq[t, j] (u_t - v_t) on maps that are not residual targets (u = v), al[t, j]
+        (v_t - u_t) >= 0 (al >= 0; free where zero-padding forces v = u) and be[t, j] (u_t + v_s - v_t) >= 0 (be >= 0)
+        on residual targets t of an identity / zero-pad shortcut from s. Each u / v term goes to the conv that has
+        the variable as a row (the producer) or a column (its unique reader), where the count tables bound it.
+        Step: Polyak towards ``target`` (the incumbent), halved after 8 non-improving steps.
+        """
+        f, m, cm = self.f, self.m, self.f.cmax
+        W = f.widths
+        kt = self.reader  # reader conv of each map, -1 if none or several
+        meq = np.zeros((m + 1, cm))
+        mal = np.zeros((m + 1, cm))
+        mbe = np.zeros((m + 1, cm))
+        alfree = np.zeros((m + 1, cm), bool)
+        ks = np.full(m + 1, -1, np.int64)  # reader of the shortcut source, for be
+        for t in range(1, m + 1):
+            if kt[t] < 0:
+                continue
+            if f.res_kind[t] == 0:
+                meq[t, : W[t]] = 1
+                continue
+            sr = f.res_src[t]
+            mal[t, : W[t]] = 1
+            if f.res_kind[t] == 2:
+                alfree[t, W[sr] : W[t]] = True
+            if f.res_kind[t] in (1, 2) and sr > 0 and kt[sr] >= 0:
+                mbe[t, : W[sr]] = 1
+                ks[t] = kt[sr]
+        if not (meq.any() or mal.any()):
+            return
+        has_t = np.flatnonzero(kt >= 0)
+        has_t = has_t[has_t >= 1]
+        has_s = np.flatnonzero(ks >= 0)
+
+        def offsets(eq, al, be):
+            RO = eq - al + be
+            CO = np.zeros((m, cm))
+            np.add.at(CO, kt[has_t], (-eq + al - be)[has_t])
+            np.add.at(CO, ks[has_s], be[has_s])
+            return RO, CO
+
+        pn = np.zeros(m + 1, np.int64)
+        pm = np.zeros(m + 1, np.int64)
+        rs = np.zeros((m + 1, cm))
+        cs = np.zeros((m, cm))
+
+        def bound(x):
+            RO, CO = offsets(*x)
+            _ub_tables_mu_kernel(f.widths, f.src, f.imp, f.off, node.FU, node.FV, self.toff, self.T, RO, CO)
+            b, _ = _lagrange_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T,
+                                    node.nlo, node.nhi, node.mlo, node.mhi, self.budget_relaxed, pn, pm)  # fmt: skip
+            if b <= NEG / 2:
+                return b, None
+            _mu_subgrad_kernel(f.widths, f.src, f.imp, f.off, node.FU, node.FV, RO, CO, pn, pm, rs, cs)
+            gt = np.zeros((m + 1, cm))
+            gt[has_t] = rs[has_t] - cs[kt[has_t]]
+            gbe = gt.copy()
+            gbe[has_s] += cs[ks[has_s]]
+            return b, (gt * meq, -gt * mal, gbe * mbe)
+
+        x = [np.zeros((m + 1, cm)) for _ in range(3)]
+        b, g = bound(x)
+        if g is None:
+            return
+        best, bx = b, [a.copy() for a in x]
+        alpha, noimp = 1.0, 0
+        for _ in range(max_iter):
+            if time.perf_counter() > deadline or alpha < 1e-3 or best <= target:
+                break
+            nrm = sum(float((gi * gi).sum()) for gi in g)
+            if nrm == 0:
+                break
+            step = alpha * max(b - target, 1e-9 * max(1.0, abs(b))) / nrm
+            x = [xi - step * gi for xi, gi in zip(x, g)]
+            x[1] = np.where(alfree, x[1], np.maximum(x[1], 0.0))
+            x[2] = np.maximum(x[2], 0.0)
+            b, g = bound(x)
+            if g is None:  # cannot happen (infeasibility does not depend on the multipliers); keep the best
+                break
+            if b < best - 1e-12 * max(1.0, abs(best)):
+                best, bx, noimp = b, [a.copy() for a in x], 0
+            else:
+                noimp += 1
+                if noimp >= 8:
+                    alpha, noimp = alpha / 2, 0
+                    x = [a.copy() for a in bx]
+                    b, g = bound(x)
+        self.RO, self.CO = offsets(*bx)
 
     def ub_at(self, k, a, b):
         cs = self.f.widths[self.f.src[k]]
@@ -150,6 +305,12 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
     U, V, inc = greedy_state(f, budget)
     best = (U, V)
     act = np.zeros(m)
+    n_heur = 0
+
+    def local_search(U_, V_, rounds, drops):
+        # improve a valid selection within the budget in place; returns the objective
+        return _local_search_kernel(f.widths, f.src, f.imp, f.off, f.cost, f.lin, f.res_src, f.res_kind, budget, U_,
+                                    V_, rounds, drops)  # fmt: skip
 
     def try_incumbent(U_, V_):
         nonlocal inc, best
@@ -160,19 +321,66 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
             inc, best = obj, (U_.copy(), V_.copy())
 
     def heuristic(node, pn, pm):
+        nonlocal n_heur
         Uh = np.zeros((m + 1, f.cmax), np.uint8)
         Vh = np.zeros((m + 1, f.cmax), np.uint8)
         _profile_heuristic_kernel(f.widths, f.src, f.imp, f.off, f.res_src, f.res_kind, node.FU, node.FV, pn, pm,
                                   ctx.static, Uh, Vh, act)  # fmt: skip
         if resource_of(f, Uh, Vh) <= budget:
             a = act.copy()
+            if ctx.RO.any() or ctx.CO.any():  # the tables include the multiplier offsets: compare like with like
+                for k in range(m):
+                    t, s = k + 1, f.src[k]
+                    a[k] += (
+                        ctx.RO[t, : f.widths[t]] @ Uh[t, : f.widths[t]]
+                        + ctx.CO[k, : f.widths[s]] @ Vh[s, : f.widths[s]]
+                    )
             _fill_kernel(f.widths, f.src, f.imp, f.off, f.cost, f.lin, f.res_src, f.res_kind, budget, Uh, Vh)
+            n_heur += 1
+            if n_heur % LS_EVERY == 0:  # by count, not time: runs without a time limit stay deterministic
+                local_search(Uh, Vh, LS_ROUNDS, LS_DROPS)
             try_incumbent(Uh, Vh)
             return a
         return None
 
+    U2, V2 = U.copy(), V.copy()
+    local_search(U2, V2, 1000, ROOT_DROPS)
+    try_incumbent(U2, V2)
+    # iterated local search: perturb the incumbent by random swaps on maps that are neither residual targets nor
+    # shortcut sources (there every swap keeps the selection valid and the resource unchanged), then local search
+    free_maps = [t for t in range(1, m + 1) if f.res_kind[t] == 0 and not np.any(f.res_src == t) and f.widths[t] > 1]
     root = ctx.root()
     ev = ctx.evaluate(root)
+    if free_maps and ev is not None and ev[0] > inc + TOL * max(1.0, abs(inc)):
+        rng = np.random.default_rng(0)
+        deadline = time.perf_counter() + (ILS_SHARE * time_limit if time_limit is not None else np.inf)
+        fails = 0
+        for _ in range(ILS_ITERS):
+            if time.perf_counter() > deadline or fails >= ILS_PATIENCE:
+                break
+            U2, V2 = best[0].copy(), best[1].copy()
+            for t in rng.choice(free_maps, size=min(len(free_maps), int(rng.integers(1, 4))), replace=False):
+                w = f.widths[t]
+                on = np.flatnonzero(U2[t, :w])
+                off = np.flatnonzero(U2[t, :w] == 0)
+                q = min(int(rng.integers(1, 4)), on.size, off.size)
+                if q == 0:
+                    continue
+                out_j = rng.choice(on, q, replace=False)
+                in_j = rng.choice(off, q, replace=False)
+                U2[t, out_j] = 0
+                V2[t, out_j] = 0
+                U2[t, in_j] = 1
+                V2[t, in_j] = 1
+            before = inc
+            local_search(U2, V2, 1000, LS_DROPS)
+            try_incumbent(U2, V2)
+            fails = 0 if inc > before else fails + 1
+    if ev is not None and ev[0] > inc + TOL * max(1.0, abs(inc)):
+        share = MU_SHARE * time_limit if time_limit is not None else np.inf
+        ctx.optimize_multipliers(root, inc, MU_ITERS, time.perf_counter() + share)
+        ctx.fold = FOLD and bool(ctx.RO.any() or ctx.CO.any())
+        ev = ctx.evaluate(root)
     if ev is None:  # cannot happen when min resource <= budget; kept as a guard
         return BnBOutput(best[0], best[1], inc, inc, Status.OPTIMAL, 1, "root infeasible")
     heap = []

@@ -238,108 +238,6 @@ NEG = -1e300
 
 
 @njit(cache=True)
-def _ub_tables_kernel(widths, src, imp, off, FU, FV, toff, T):
-    # mutates T: T[toff[k] + a * (C_s + 1) + b] = min(row bound, column bound) of conv k with a kept outputs and
-    # b kept inputs under the fixings FU (rows, u of map k+1) and FV (columns, v of map src[k]); NEG if impossible.
-    m = widths.size - 1
-    for k in range(m):
-        t = k + 1
-        s = src[k]
-        ct = widths[t]
-        cs = widths[s]
-        base = toff[k]
-        for q in range(base, base + (ct + 1) * (cs + 1)):
-            T[q] = NEG
-        # row / column status
-        r1 = 0
-        rf = 0
-        c1 = 0
-        cf = 0
-        rows_free = np.empty(ct, np.int64)
-        rows_one = np.empty(ct, np.int64)
-        cols_free = np.empty(cs, np.int64)
-        cols_one = np.empty(cs, np.int64)
-        for j in range(ct):
-            if FU[t, j] == 1:
-                rows_one[r1] = j
-                r1 += 1
-            elif FU[t, j] == -1:
-                rows_free[rf] = j
-                rf += 1
-        for i in range(cs):
-            fv = 1 if s == 0 else FV[s, i]
-            if fv == 1:
-                cols_one[c1] = i
-                c1 += 1
-            elif fv == -1:
-                cols_free[cf] = i
-                cf += 1
-        nr = r1 + rf
-        # row bound: rowpref[j, r] = sum over fixed-1 cols + top-r free cols of row j
-        rowpref = np.zeros((nr, cf + 1))
-        for q in range(nr):
-            j = rows_one[q] if q < r1 else rows_free[q - r1]
-            rb = off[k] + j * cs
-            b0 = 0.0
-            for p in range(c1):
-                b0 += imp[rb + cols_one[p]]
-            vals = np.empty(cf)
-            for p in range(cf):
-                vals[p] = imp[rb + cols_free[p]]
-            vals = -np.sort(-vals)
-            rowpref[q, 0] = b0
-            for p in range(cf):
-                rowpref[q, p + 1] = rowpref[q, p] + vals[p]
-        tmp = np.empty(rf)
-        for r in range(cf + 1):
-            b = c1 + r
-            fixed = 0.0
-            for q in range(r1):
-                fixed += rowpref[q, r]
-            for q in range(rf):
-                tmp[q] = rowpref[r1 + q, r]
-            srt = -np.sort(-tmp)
-            acc = fixed
-            T[base + r1 * (cs + 1) + b] = acc
-            for q in range(rf):
-                acc += srt[q]
-                T[base + (r1 + q + 1) * (cs + 1) + b] = acc
-        # column bound, and the min of both
-        ncol = c1 + cf
-        colpref = np.zeros((ncol, rf + 1))
-        for q in range(ncol):
-            i = cols_one[q] if q < c1 else cols_free[q - c1]
-            b0 = 0.0
-            for p in range(r1):
-                b0 += imp[off[k] + rows_one[p] * cs + i]
-            vals = np.empty(rf)
-            for p in range(rf):
-                vals[p] = imp[off[k] + rows_free[p] * cs + i]
-            vals = -np.sort(-vals)
-            colpref[q, 0] = b0
-            for p in range(rf):
-                colpref[q, p + 1] = colpref[q, p] + vals[p]
-        tmpc = np.empty(cf)
-        for r in range(rf + 1):
-            a = r1 + r
-            fixed = 0.0
-            for q in range(c1):
-                fixed += colpref[q, r]
-            for q in range(cf):
-                tmpc[q] = colpref[c1 + q, r]
-            srt = -np.sort(-tmpc)
-            acc = fixed
-            idx = base + a * (cs + 1) + c1
-            if acc < T[idx]:
-                T[idx] = acc
-            for q in range(cf):
-                acc += srt[q]
-                idx = base + a * (cs + 1) + c1 + q + 1
-                if acc < T[idx]:
-                    T[idx] = acc
-
-
-@njit(cache=True)
 def _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, nlo, nhi, mlo, mhi, wobj, lam, prof_n, prof_m):
     # mutates prof_n, prof_m (M+1,): the maximising count profile. Returns (value, T-sum, cost) of
     # max over count profiles of sum_k wobj * T_k(n, m) - lam * cost_k(n, m); value NEG if no profile exists.
@@ -645,6 +543,34 @@ def _propagate_kernel(widths, res_src, res_kind, FU, FV, nlo, nhi, mlo, mhi):
 
 
 @njit(cache=True)
+def _map_scores_kernel(widths, src, imp, off, U, V, in_score, out_score, t):
+    # mutates in_score[t], out_score[t]: the entries of _scores_kernel for map t only (same summation order)
+    m = widths.size - 1
+    k = t - 1
+    s = src[k]
+    cs = widths[s]
+    for j in range(widths[t]):
+        in_score[t, j] = 0.0
+        out_score[t, j] = 0.0
+    for j in range(widths[t]):
+        base = off[k] + j * cs
+        acc = 0.0
+        for i in range(cs):
+            if V[s, i]:
+                acc += imp[base + i]
+        in_score[t, j] = acc
+    ct = widths[t]
+    for kk in range(m):
+        if src[kk] != t:
+            continue
+        for r in range(widths[kk + 1]):
+            if U[kk + 1, r]:
+                base = off[kk] + r * ct
+                for i in range(ct):
+                    out_score[t, i] += imp[base + i]
+
+
+@njit(cache=True)
 def _profile_heuristic_kernel(widths, src, imp, off, res_src, res_kind, FU, FV, n_prof, m_prof, static, U, V, act):
     # mutates U, V (a valid selection with n_t = n_prof[t] kept outputs and at most m_prof[t] kept channels, honouring
     # the u fixings) and act (M,): per-conv objective of it. Alternating top-k sweeps (block ascent), forward order.
@@ -664,7 +590,8 @@ def _profile_heuristic_kernel(widths, src, imp, off, res_src, res_kind, FU, FV, 
     for sweep in range(12):
         for t in range(1, m + 1):
             w = widths[t]
-            _scores_kernel(widths, src, imp, off, U, V, in_score, out_score)
+            if sweep > 0:
+                _map_scores_kernel(widths, src, imp, off, U, V, in_score, out_score, t)
             sc = np.empty(w)
             for j in range(w):
                 if sweep == 0:
@@ -725,3 +652,364 @@ def _profile_heuristic_kernel(widths, src, imp, off, res_src, res_kind, FU, FV, 
                         a += imp[off[k] + j * cs + i]
         act[k] = a
     return best_obj
+
+
+@njit(cache=True)
+def _ub_tables_mu_kernel(widths, src, imp, off, FU, FV, toff, T, RO, CO):
+    # mutates T: T[toff[k] + a * (C_s + 1) + b] = min(row bound, column bound) of conv k with a kept outputs and
+    # b kept inputs under the fixings FU (rows, u of map k+1) and FV (columns, v of map src[k]); NEG if impossible.
+    # The objective carries linear offsets: conv k's value of rows A, columns B is
+    # sum_{A x B} I + sum_{j in A} RO[k + 1, j] + sum_{i in B} CO[k, i] (Lagrangian decomposition multipliers).
+    # Row bound: rows by RO + their top-b sums, plus the best b-set of CO; column bound symmetric. Offsets may be
+    # negative. Mutates T.
+    m = widths.size - 1
+    for k in range(m):
+        t = k + 1
+        s = src[k]
+        ct = widths[t]
+        cs = widths[s]
+        base = toff[k]
+        for q in range(base, base + (ct + 1) * (cs + 1)):
+            T[q] = NEG
+        r1 = 0
+        rf = 0
+        c1 = 0
+        cf = 0
+        vbuf = np.empty(max(ct, cs))
+        rows_free = np.empty(ct, np.int64)
+        rows_one = np.empty(ct, np.int64)
+        cols_free = np.empty(cs, np.int64)
+        cols_one = np.empty(cs, np.int64)
+        for j in range(ct):
+            if FU[t, j] == 1:
+                rows_one[r1] = j
+                r1 += 1
+            elif FU[t, j] == -1:
+                rows_free[rf] = j
+                rf += 1
+        for i in range(cs):
+            fv = 1 if s == 0 else FV[s, i]
+            if fv == 1:
+                cols_one[c1] = i
+                c1 += 1
+            elif fv == -1:
+                cols_free[cf] = i
+                cf += 1
+        # best sums of offsets: colofs[r] = fixed-1 columns' CO + top-r free CO; rowofs likewise
+        colofs = np.empty(cf + 1)
+        acc = 0.0
+        for p in range(c1):
+            acc += CO[k, cols_one[p]]
+        tmpo = np.empty(cf)
+        for p in range(cf):
+            tmpo[p] = CO[k, cols_free[p]]
+        tmpo = -np.sort(-tmpo)
+        colofs[0] = acc
+        for p in range(cf):
+            colofs[p + 1] = colofs[p] + tmpo[p]
+        rowofs = np.empty(rf + 1)
+        acc = 0.0
+        for p in range(r1):
+            acc += RO[t, rows_one[p]]
+        tmpr = np.empty(rf)
+        for p in range(rf):
+            tmpr[p] = RO[t, rows_free[p]]
+        tmpr = -np.sort(-tmpr)
+        rowofs[0] = acc
+        for p in range(rf):
+            rowofs[p + 1] = rowofs[p] + tmpr[p]
+        nr = r1 + rf
+        rowpref = np.zeros((nr, cf + 1))
+        for q in range(nr):
+            j = rows_one[q] if q < r1 else rows_free[q - r1]
+            rb = off[k] + j * cs
+            b0 = RO[t, j]
+            for p in range(c1):
+                b0 += imp[rb + cols_one[p]]
+            for p in range(cf):
+                vbuf[p] = imp[rb + cols_free[p]]
+            vs = vbuf[:cf]
+            vs.sort()
+            rowpref[q, 0] = b0
+            for p in range(cf):
+                rowpref[q, p + 1] = rowpref[q, p] + vs[cf - 1 - p]
+        perm = np.arange(rf)
+        for r in range(cf + 1):
+            b = c1 + r
+            fixed = colofs[r]
+            for q in range(r1):
+                fixed += rowpref[q, r]
+            # insertion sort of the free rows by their value at r, descending (nearly sorted from r - 1)
+            for x in range(1, rf):
+                pv = perm[x]
+                kv = rowpref[r1 + pv, r]
+                y = x - 1
+                while y >= 0 and rowpref[r1 + perm[y], r] < kv:
+                    perm[y + 1] = perm[y]
+                    y -= 1
+                perm[y + 1] = pv
+            acc = fixed
+            T[base + r1 * (cs + 1) + b] = acc
+            for q in range(rf):
+                acc += rowpref[r1 + perm[q], r]
+                T[base + (r1 + q + 1) * (cs + 1) + b] = acc
+        ncol = c1 + cf
+        colpref = np.zeros((ncol, rf + 1))
+        for q in range(ncol):
+            i = cols_one[q] if q < c1 else cols_free[q - c1]
+            b0 = CO[k, i]
+            for p in range(r1):
+                b0 += imp[off[k] + rows_one[p] * cs + i]
+            for p in range(rf):
+                vbuf[p] = imp[off[k] + rows_free[p] * cs + i]
+            vs = vbuf[:rf]
+            vs.sort()
+            colpref[q, 0] = b0
+            for p in range(rf):
+                colpref[q, p + 1] = colpref[q, p] + vs[rf - 1 - p]
+        permc = np.arange(cf)
+        for r in range(rf + 1):
+            a = r1 + r
+            fixed = rowofs[r]
+            for q in range(c1):
+                fixed += colpref[q, r]
+            for x in range(1, cf):
+                pv = permc[x]
+                kv = colpref[c1 + pv, r]
+                y = x - 1
+                while y >= 0 and colpref[c1 + permc[y], r] < kv:
+                    permc[y + 1] = permc[y]
+                    y -= 1
+                permc[y + 1] = pv
+            acc = fixed
+            idx = base + a * (cs + 1) + c1
+            if acc < T[idx]:
+                T[idx] = acc
+            for q in range(cf):
+                acc += colpref[c1 + permc[q], r]
+                idx = base + a * (cs + 1) + c1 + q + 1
+                if acc < T[idx]:
+                    T[idx] = acc
+
+
+@njit(cache=True)
+def _mu_subgrad_kernel(widths, src, imp, off, FU, FV, RO, CO, prof_n, prof_m, rowsel, colsel):
+    # mutates rowsel (M+1, cmax) and colsel (M, cmax): for each conv k at the profile's counts (a, b), the rows and
+    # columns chosen by the smaller of its row and column bounds (rows: rowsel[k + 1], columns: colsel[k]),
+    # fixed-1 first, ties to the lowest index. These give a subgradient of the bound in the multipliers.
+    m = widths.size - 1
+    rowsel[:, :] = 0.0
+    colsel[:, :] = 0.0
+    for k in range(m):
+        t = k + 1
+        s = src[k]
+        ct = widths[t]
+        cs = widths[s]
+        a = prof_n[t]
+        b = prof_m[s]
+        if a <= 0 or b <= 0:
+            continue
+        # column ranking (fixed-1 first, fixed-0 excluded) by CO, and row ranking by RO
+        csc = np.empty(cs)
+        for i in range(cs):
+            fv = 1 if s == 0 else FV[s, i]
+            csc[i] = -1e300 if fv == 0 else (1e200 if fv == 1 else CO[k, i])
+        rsc = np.empty(ct)
+        for j in range(ct):
+            rsc[j] = -1e300 if FU[t, j] == 0 else (1e200 if FU[t, j] == 1 else RO[t, j])
+        # row bound: rows by RO + fixed-1 columns + top free columns; its column set: top b by CO
+        rv = np.empty(ct)
+        rtrue = np.zeros(ct)
+        for j in range(ct):
+            if FU[t, j] == 0:
+                rv[j] = -1e300
+                continue
+            vals = np.empty(cs)
+            n1 = 0
+            for i in range(cs):
+                fv = 1 if s == 0 else FV[s, i]
+                if fv == 1:
+                    vals[i] = 1e200
+                    n1 += 1
+                elif fv == 0:
+                    vals[i] = -1e300
+                else:
+                    vals[i] = imp[off[k] + j * cs + i]
+            srt = -np.sort(-vals)
+            acc = RO[t, j]
+            for i in range(cs):
+                fv = 1 if s == 0 else FV[s, i]
+                if fv == 1:
+                    acc += imp[off[k] + j * cs + i]
+            for p in range(n1, b):
+                acc += srt[p]
+            rtrue[j] = acc
+            rv[j] = acc + (1e200 if FU[t, j] == 1 else 0.0)
+        ordr = np.argsort(-rv, kind="mergesort")
+        R = 0.0
+        for p in range(a):
+            R += rtrue[ordr[p]]
+        ordco = np.argsort(-csc, kind="mergesort")
+        for p in range(b):
+            R += CO[k, ordco[p]]
+        # column bound
+        cv = np.empty(cs)
+        ctrue = np.zeros(cs)
+        for i in range(cs):
+            fv = 1 if s == 0 else FV[s, i]
+            if fv == 0:
+                cv[i] = -1e300
+                continue
+            vals = np.empty(ct)
+            n1 = 0
+            acc = CO[k, i]
+            for j in range(ct):
+                if FU[t, j] == 1:
+                    vals[j] = 1e200
+                    n1 += 1
+                    acc += imp[off[k] + j * cs + i]
+                elif FU[t, j] == 0:
+                    vals[j] = -1e300
+                else:
+                    vals[j] = imp[off[k] + j * cs + i]
+            srt = -np.sort(-vals)
+            for p in range(n1, a):
+                acc += srt[p]
+            ctrue[i] = acc
+            cv[i] = acc + (1e200 if fv == 1 else 0.0)
+        ordc = np.argsort(-cv, kind="mergesort")
+        C = 0.0
+        for p in range(b):
+            C += ctrue[ordc[p]]
+        ordro = np.argsort(-rsc, kind="mergesort")
+        for p in range(a):
+            C += RO[t, ordro[p]]
+        if R <= C:
+            for p in range(a):
+                rowsel[t, ordr[p]] = 1.0
+            for p in range(b):
+                colsel[k, ordco[p]] = 1.0
+        else:
+            for p in range(a):
+                rowsel[t, ordro[p]] = 1.0
+            for p in range(b):
+                colsel[k, ordc[p]] = 1.0
+
+
+@njit(cache=True)
+def _fold_side_kernel(imp, off_k, cs, rows_one, r1, rows_free, rf, cols_one, c1, cols_free, cf, RO_row, CO_col, a,
+                      transpose, out, vbuf, rowpref, perm):  # fmt: skip
+    # the row bound of one conv with the column offsets folded into the rows: for |A| = a,
+    # sum_{A x B} I + sum_A RO + sum_B CO = sum_{j in A} (RO_j + sum_{i in B} (I_ji + CO_i / a)). Writes out[r] for
+    # b = c1 + r (r = 0..cf). With transpose, rows and columns of I are swapped (imp[off_k + i * cs + j]).
+    inv = 1.0 / a
+    nr = r1 + rf
+    for q in range(nr):
+        j = rows_one[q] if q < r1 else rows_free[q - r1]
+        b0 = RO_row[j]
+        for p in range(c1):
+            i = cols_one[p]
+            w = imp[off_k + i * cs + j] if transpose else imp[off_k + j * cs + i]
+            b0 += w + CO_col[i] * inv
+        for p in range(cf):
+            i = cols_free[p]
+            w = imp[off_k + i * cs + j] if transpose else imp[off_k + j * cs + i]
+            vbuf[p] = w + CO_col[i] * inv
+        vs = vbuf[:cf]
+        vs.sort()
+        rowpref[q, 0] = b0
+        for p in range(cf):
+            rowpref[q, p + 1] = rowpref[q, p] + vs[cf - 1 - p]
+    for x in range(rf):
+        perm[x] = x
+    take = a - r1
+    for r in range(cf + 1):
+        fixed = 0.0
+        for q in range(r1):
+            fixed += rowpref[q, r]
+        for x in range(1, rf):
+            pv = perm[x]
+            kv = rowpref[r1 + pv, r]
+            y = x - 1
+            while y >= 0 and rowpref[r1 + perm[y], r] < kv:
+                perm[y + 1] = perm[y]
+                y -= 1
+            perm[y + 1] = pv
+        acc = fixed
+        for q in range(take):
+            acc += rowpref[r1 + perm[q], r]
+        out[r] = acc
+
+
+@njit(cache=True)
+def _ub_tables_fold_kernel(widths, src, imp, off, FU, FV, toff, T, RO, CO, nlo, nhi, mlo, mhi, fa, fb):
+    # tightens T (from _ub_tables_mu_kernel, same offsets) by the folded bounds of conv k at a = fa[k] (every b in
+    # the node's range; skipped if fa[k] < 0) and at b = fb[k] (every a in range; skipped if fb[k] < 0): the row
+    # bound with the column offsets spread over the a rows (CO / a per row), and the column bound with the row
+    # offsets spread over the b columns. Both are valid bounds of the augmented conv objective.
+    m = widths.size - 1
+    cmax = 0
+    for t in range(m + 1):
+        if widths[t] > cmax:
+            cmax = widths[t]
+    vbuf = np.empty(cmax)
+    rowpref = np.empty((cmax, cmax + 1))
+    perm = np.empty(cmax, np.int64)
+    out = np.empty(cmax + 1)
+    for k in range(m):
+        t = k + 1
+        s = src[k]
+        if s == 0:
+            continue  # the input is fixed: no column offsets to fold
+        ct = widths[t]
+        cs = widths[s]
+        base = toff[k]
+        r1 = 0
+        rf = 0
+        c1 = 0
+        cf = 0
+        rows_free = np.empty(ct, np.int64)
+        rows_one = np.empty(ct, np.int64)
+        cols_free = np.empty(cs, np.int64)
+        cols_one = np.empty(cs, np.int64)
+        for j in range(ct):
+            if FU[t, j] == 1:
+                rows_one[r1] = j
+                r1 += 1
+            elif FU[t, j] == -1:
+                rows_free[rf] = j
+                rf += 1
+        for i in range(cs):
+            if FV[s, i] == 1:
+                cols_one[c1] = i
+                c1 += 1
+            elif FV[s, i] == -1:
+                cols_free[cf] = i
+                cf += 1
+        ROt = RO[t]
+        COk = CO[k]
+        a_lo = max(nlo[t], r1, 1)
+        a_hi = min(nhi[t], r1 + rf)
+        b_lo = max(mlo[s], c1, 1)
+        b_hi = min(mhi[s], c1 + cf)
+        for a in range(a_lo, a_hi + 1):
+            if a != fa[k]:
+                continue
+            _fold_side_kernel(imp, off[k], cs, rows_one, r1, rows_free, rf, cols_one, c1, cols_free, cf, ROt, COk, a,
+                              False, out, vbuf, rowpref, perm)  # fmt: skip
+            for b in range(b_lo, b_hi + 1):
+                idx = base + a * (cs + 1) + b
+                v = out[b - c1]
+                if T[idx] > NEG / 2 and v < T[idx]:
+                    T[idx] = v
+        for b in range(b_lo, b_hi + 1):
+            if b != fb[k]:
+                continue
+            # columns as rows: imp index (row j, col i) = off + j * cs + i, read transposed
+            _fold_side_kernel(imp, off[k], cs, cols_one, c1, cols_free, cf, rows_one, r1, rows_free, rf, COk, ROt, b,
+                              True, out, vbuf, rowpref, perm)  # fmt: skip
+            for a in range(a_lo, a_hi + 1):
+                idx = base + a * (cs + 1) + b
+                v = out[a - r1]
+                if T[idx] > NEG / 2 and v < T[idx]:
+                    T[idx] = v
