@@ -13,7 +13,8 @@ One iteration (``update``) for one seed:
 6. PPO update.
 
 ``make_train`` returns pure ``init(key)`` and ``update_chunk(state)`` (``updates_per_call`` iterations under one
-``lax.scan``); :func:`run_exploration` vmaps both over seeds, jits them once and calls the chunk repeatedly with a
+``lax.scan``); :func:`run_exploration` jits them once (vmapped over seeds with ``vmap_seeds=True``, else one seed
+after the other through the same compiled function) and calls the chunk repeatedly with a
 progress bar. Every call after the first reuses the compiled chunk (same shapes, no recompilation).
 
 Logged per seed: the episode index (1-based, counting episodes of all parallel environments in the order they
@@ -21,7 +22,8 @@ finish) and the environment-step count of the first success, and per iteration t
 their summed return and their successes (return and success-rate curves).
 
 Gradient semantics: the intrinsic reward is a constant for the policy (no gradient flows from PPO into the bonus
-networks or back). Batch shapes: a seed's rollout is (num_steps, num_envs, ...); seeds are a leading vmap axis.
+networks or back). Batch shapes: a seed's rollout is (num_steps, num_envs, ...); seeds are a leading axis of every
+logged array and of the final state.
 """
 
 import time
@@ -78,6 +80,27 @@ class ExplorationConfig:
     @property
     def uses_int_head(self) -> bool:
         return self.int_head and self.agent != "ppo"
+
+
+def default_config(agent: str, env: str = "deepsea", *, num_envs: int = 32, int_coef: float | None = None):
+    """The :class:`ExplorationConfig` used by the CLI, the demo and the benchmark for ``agent`` on ``env``.
+
+    DeepSea: 32 environments x 16 steps per update. MountainCar: 32 x 32 steps. EMI uses the paper's d = 2, the
+    residual reward and the original's Atari loss weights except ``lam_err = 0.01`` (Atari: 1e2): with DeepSea's
+    randomised action mapping the effect of an action depends on the cell, which only the error model alpha(s, a)
+    can express; a heavy penalty on alpha leaves a large residual on familiar transitions that drowns the novelty
+    signal (at 4000 episodes, 0/5 seeds solved DeepSea N = 14 with 1e2, 1e0, and 1e0 with d = 8; 2/5 with 1e-2,
+    chosen on those same seeds; ``benchmarks/results/emi.md`` has both). EMI and RND feed a separate intrinsic
+    value head.
+    """
+    if agent not in AGENTS:
+        raise ValueError(f"`agent` must be one of {AGENTS}; got {agent!r}")
+    if env not in ("deepsea", "mountaincar"):
+        raise ValueError(f"`env` must be 'deepsea' or 'mountaincar'; got {env!r}")
+    num_steps = 16 if env == "deepsea" else 32
+    ppo = PPOConfig(num_envs=num_envs, num_steps=num_steps, num_minibatches=4 if num_envs * num_steps % 4 == 0 else 1)
+    extra = {} if int_coef is None else {"int_coef": float(int_coef)}
+    return ExplorationConfig(agent=agent, ppo=ppo, emi=EMIConfig(d=2, lam_err=0.01), **extra)
 
 
 class RunnerState(NamedTuple):
@@ -406,8 +429,9 @@ def run_exploration(
     total_steps: int | None = None,
     episodes: int | None = None,
     progress: bool = True,
+    vmap_seeds: bool = False,
 ) -> ExplorationResult:
-    """Train ``config.agent`` on ``env`` for a fixed budget, vmapped over seeds, and return its logs.
+    """Train ``config.agent`` on ``env`` for a fixed budget over several seeds and return its logs.
 
     Parameters
     ----------
@@ -417,6 +441,11 @@ def run_exploration(
     total_steps, episodes : the budget, exactly one of them: environment steps over all parallel environments, or
         episodes (converted with ``env.max_steps``, exact for DeepSea). Rounded up to whole chunks of updates.
     progress : show a tqdm bar over the chunks.
+    vmap_seeds : train all seeds at once under ``jax.vmap`` (one compiled function). The default (False) runs the
+        seeds one after the other through one compiled single-seed function: the same computation per seed, but on
+        this project's CPU machines (XLA CPU, jax 0.10.2) the seed-vmapped chunk intermittently deadlocks at run
+        time (every thread asleep on a futex after compilation finished; seen for RND and for EMI with d = 8,
+        with or without ``--xla_cpu_multi_thread_eigen=false``), while the single-seed chunk has not.
 
     Returns
     -------
@@ -434,22 +463,43 @@ def run_exploration(
     n_updates = _num_updates(env, config, total_steps, episodes)
     init, update_chunk = make_train(env, config)
     keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
-    init_v = jax.jit(jax.vmap(init))
-    chunk_v = jax.jit(jax.vmap(update_chunk))
-    t0 = time.perf_counter()
-    rs = init_v(keys)
-    chunks = []
-    compile_s = 0.0
+    vmap_seeds = bool(vmap_seeds)
     from tqdm.auto import tqdm
 
     name = f"{config.agent} on {_env_name(env)}"
-    for i in tqdm(range(n_updates // config.updates_per_call), desc=name, disable=not progress, leave=False):
-        rs, m = chunk_v(rs)
-        if i == 0:
-            jax.block_until_ready(m)
-            compile_s = time.perf_counter() - t0
-        chunks.append(m)
-    metrics = jax.tree_util.tree_map(lambda *xs: np.concatenate([np.asarray(x) for x in xs], axis=1), *chunks)
+    n_chunks = n_updates // config.updates_per_call
+    t0 = time.perf_counter()
+    compile_s = 0.0
+    if vmap_seeds:
+        chunk_v = jax.jit(jax.vmap(update_chunk))
+        rs = jax.jit(jax.vmap(init))(keys)
+        chunks = []
+        for i in tqdm(range(n_chunks), desc=name, disable=not progress, leave=False):
+            rs, m = chunk_v(rs)
+            if i == 0:
+                jax.block_until_ready(m)
+                compile_s = time.perf_counter() - t0
+            chunks.append(m)
+        metrics = jax.tree_util.tree_map(lambda *xs: np.concatenate([np.asarray(x) for x in xs], axis=1), *chunks)
+    else:
+        # one seed at a time through the same compiled (un-vmapped) chunk: compiled once, reused for every seed
+        init_j, chunk_j = jax.jit(init), jax.jit(update_chunk)
+        finals, per_seed = [], []
+        bar = tqdm(total=n_chunks * len(seeds), desc=name, disable=not progress, leave=False)
+        for key in keys:
+            rs_i, chunks = init_j(key), []
+            for _ in range(n_chunks):
+                rs_i, m = chunk_j(rs_i)
+                if not compile_s:
+                    jax.block_until_ready(m)
+                    compile_s = time.perf_counter() - t0
+                chunks.append(m)
+                bar.update()
+            per_seed.append(jax.tree_util.tree_map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *chunks))
+            finals.append(rs_i)
+        bar.close()
+        metrics = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *per_seed)
+        rs = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *finals)
     jax.block_until_ready(rs)
     seconds = time.perf_counter() - t0
     return ExplorationResult(

@@ -229,6 +229,7 @@ def emi_update(state: TrainState, net: EMINetworks, s, a_onehot, s_next, key):
     dropped in that epoch (a fresh shuffle each epoch). Returns ``(state, terms of the last minibatch)``.
     """
     c = net.config
+    s, a_onehot, s_next = jnp.asarray(s), jnp.asarray(a_onehot), jnp.asarray(s_next)
     n = s.shape[0]
     mb = min(c.minibatch, n) // 2 * 2
     k = n // mb

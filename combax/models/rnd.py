@@ -91,17 +91,19 @@ def rnd_loss(params, net: RNDNetworks, obs, mask):
 
 
 def make_rnd_state(key, obs_dim: int, config: RNDConfig) -> TrainState:
-    """A flax ``TrainState`` for target + predictor; the optimiser only moves the predictor."""
+    """A flax ``TrainState`` for target + predictor; only the predictor moves (the target gets zero gradient)."""
     net = RNDNetworks(config)
     params = net.init(key, jnp.zeros((1, obs_dim)))
-    labels = {"params": {"predictor": "train", "target": "frozen"}}
-    tx = optax.multi_transform({"train": optax.adam(config.lr), "frozen": optax.set_to_zero()}, labels)
-    return TrainState.create(apply_fn=net.apply, params=params, tx=tx)
+    # The target sits behind stop_gradient, so its gradient is exactly zero and Adam's step for it is
+    # 0 / (0 + eps) = 0: a plain Adam never moves it. (optax.multi_transform with set_to_zero, the obvious way to
+    # freeze it, made the seed-vmapped training chunk hang at run time on XLA CPU, jax 0.10.2.)
+    return TrainState.create(apply_fn=net.apply, params=params, tx=optax.adam(config.lr))
 
 
 def rnd_update(state: TrainState, net: RNDNetworks, obs, key):
     """``config.epochs`` shuffled passes of Adam steps on :func:`rnd_loss`; returns ``(state, RNDTerms)``."""
     c = net.config
+    obs = jnp.asarray(obs)
     n = obs.shape[0]
     mb = min(c.minibatch, n)
     k = n // mb
