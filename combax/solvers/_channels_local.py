@@ -20,6 +20,8 @@ The objective never decreases; ties keep the current state. Deterministic.
 import numpy as np
 from numba import njit
 
+from ._channels_kernels import _objective_kernel
+
 
 @njit(cache=True)
 def _ls_chan_ok_kernel(widths, res_src, res_kind, U, V, t, j):
@@ -331,23 +333,6 @@ def _ls_stream_pass_kernel(widths, src, imp, off, res_src, res_kind, U, V, ins, 
 
 
 @njit(cache=True)
-def _ls_objective_kernel(widths, src, imp, off, U, V):
-    m = widths.size - 1
-    tot = 0.0
-    for k in range(m):
-        t = k + 1
-        s = src[k]
-        cs = widths[s]
-        for j in range(widths[t]):
-            if U[t, j]:
-                base = off[k] + j * cs
-                for i in range(cs):
-                    if V[s, i]:
-                        tot += imp[base + i]
-    return tot
-
-
-@njit(cache=True)
 def _ls_init_kernel(widths, src, imp, off, U, V, ins, outs, nu, nv):
     m = widths.size - 1
     ins[:, :] = 0.0
@@ -383,7 +368,7 @@ def _local_search_kernel(widths, src, imp, off, cost, lin, res_src, res_kind, bu
     nu = np.zeros(m + 1, np.int64)
     nv = np.zeros(m + 1, np.int64)
     _ls_init_kernel(widths, src, imp, off, U, V, ins, outs, nu, nv)
-    obj = _ls_objective_kernel(widths, src, imp, off, U, V)
+    obj = _objective_kernel(widths, src, imp, off, U, V)
     SU = U.copy()
     SV = V.copy()
     Sins = ins.copy()
@@ -421,7 +406,7 @@ def _local_search_kernel(widths, src, imp, off, cost, lin, res_src, res_kind, bu
         _ls_swap_pass_kernel(widths, src, imp, off, res_src, res_kind, U, V, ins, outs, nu, nv)
         _ls_stream_pass_kernel(widths, src, imp, off, res_src, res_kind, U, V, ins, outs, nu, nv, comp)
         _ls_fill_kernel(widths, src, imp, off, cost, lin, res_src, res_kind, budget, U, V, ins, outs, nu, nv, rd, rdn)
-        obj = _ls_objective_kernel(widths, src, imp, off, U, V)
+        obj = _objective_kernel(widths, src, imp, off, U, V)
         # drop one kept toggle (the max_drops of least lost objective per saved resource), then fill
         nc = 0
         for t in range(1, m + 1):
@@ -487,7 +472,7 @@ def _local_search_kernel(widths, src, imp, off, cost, lin, res_src, res_kind, bu
                 outs[:, :] = Souts
                 nu[:] = Snu
                 nv[:] = Snv
-        obj = _ls_objective_kernel(widths, src, imp, off, U, V)
+        obj = _objective_kernel(widths, src, imp, off, U, V)
         if obj <= start + 1e-12 * (1.0 + abs(start)):
             break
     return obj
