@@ -20,7 +20,7 @@ The objective never decreases; ties keep the current state. Deterministic.
 import numpy as np
 from numba import njit
 
-from ._channels_kernels import _objective_kernel
+from ._channels_kernels import _objective_kernel, _scores_kernel
 
 
 @njit(cache=True)
@@ -334,27 +334,14 @@ def _ls_stream_pass_kernel(widths, src, imp, off, res_src, res_kind, U, V, ins, 
 
 @njit(cache=True)
 def _ls_init_kernel(widths, src, imp, off, U, V, ins, outs, nu, nv):
-    m = widths.size - 1
-    ins[:, :] = 0.0
-    outs[:, :] = 0.0
+    # mutates ins, outs (the scores of _scores_kernel) and nu, nv (kept u / v channels per map)
+    _scores_kernel(widths, src, imp, off, U, V, ins, outs)
     nu[:] = 0
     nv[:] = 0
-    for t in range(m + 1):
+    for t in range(widths.size):
         for j in range(widths[t]):
             nu[t] += U[t, j]
             nv[t] += V[t, j]
-    for k in range(m):
-        t = k + 1
-        s = src[k]
-        cs = widths[s]
-        for j in range(widths[t]):
-            base = off[k] + j * cs
-            for i in range(cs):
-                w = imp[base + i]
-                if V[s, i]:
-                    ins[t, j] += w
-                if U[t, j]:
-                    outs[s, i] += w
 
 
 @njit(cache=True)
