@@ -655,14 +655,101 @@ def _profile_heuristic_kernel(widths, src, imp, off, res_src, res_kind, FU, FV, 
 
 
 @njit(cache=True)
+def _split_fixings(F, t, n, all_one, one, free):
+    # indices j < n of map t by fixing F[t, j]: 1 -> one[], -1 (free) -> free[], 0 dropped; all_one treats every
+    # index as fixed to 1 (the input map). Returns (#one, #free).
+    n1 = 0
+    nf = 0
+    for j in range(n):
+        f = 1 if all_one else F[t, j]
+        if f == 1:
+            one[n1] = j
+            n1 += 1
+        elif f == -1:
+            free[nf] = j
+            nf += 1
+    return n1, nf
+
+
+@njit(cache=True)
+def _row_prefix(imp, off_k, cs, rows_one, r1, rows_free, rf, cols_one, c1, cols_free, cf, RO_row, CO_col, scale,
+                transpose, vbuf, pref):  # fmt: skip
+    # pref[q, r] for the q-th row (fixed-1 rows first, then free rows): RO_row[j] plus, over the fixed-1 columns and
+    # the r best free columns, I[j, i] + scale * CO_col[i]. With transpose, rows and columns of I are swapped
+    # (I[j, i] read at imp[off_k + i * cs + j]).
+    for q in range(r1 + rf):
+        j = rows_one[q] if q < r1 else rows_free[q - r1]
+        b0 = RO_row[j]
+        for p in range(c1):
+            i = cols_one[p]
+            w = imp[off_k + i * cs + j] if transpose else imp[off_k + j * cs + i]
+            b0 += w + scale * CO_col[i]
+        for p in range(cf):
+            i = cols_free[p]
+            w = imp[off_k + i * cs + j] if transpose else imp[off_k + j * cs + i]
+            vbuf[p] = w + scale * CO_col[i]
+        vs = vbuf[:cf]
+        vs.sort()
+        pref[q, 0] = b0
+        for p in range(cf):
+            pref[q, p + 1] = pref[q, p] + vs[cf - 1 - p]
+
+
+@njit(cache=True)
+def _rank_free_rows(pref, r1, rf, r, perm):
+    # insertion-sorts perm (the free rows) by pref[r1 + perm[x], r], descending (nearly sorted from column r - 1),
+    # and returns the sum of the fixed-1 rows at column r
+    fixed = 0.0
+    for q in range(r1):
+        fixed += pref[q, r]
+    for x in range(1, rf):
+        pv = perm[x]
+        kv = pref[r1 + pv, r]
+        y = x - 1
+        while y >= 0 and pref[r1 + perm[y], r] < kv:
+            perm[y + 1] = perm[y]
+            y -= 1
+        perm[y + 1] = pv
+    return fixed
+
+
+@njit(cache=True)
+def _best_offsets(O_row, one, n1, free, nf, out):
+    # out[r] = sum of O over the fixed-1 indices + the r largest O over the free ones (r = 0..nf)
+    acc = 0.0
+    for p in range(n1):
+        acc += O_row[one[p]]
+    tmp = np.empty(nf)
+    for p in range(nf):
+        tmp[p] = O_row[free[p]]
+    tmp = -np.sort(-tmp)
+    out[0] = acc
+    for p in range(nf):
+        out[p + 1] = out[p] + tmp[p]
+
+
+@njit(cache=True)
 def _ub_tables_mu_kernel(widths, src, imp, off, FU, FV, toff, T, RO, CO):
     # mutates T: T[toff[k] + a * (C_s + 1) + b] = min(row bound, column bound) of conv k with a kept outputs and
     # b kept inputs under the fixings FU (rows, u of map k+1) and FV (columns, v of map src[k]); NEG if impossible.
     # The objective carries linear offsets: conv k's value of rows A, columns B is
     # sum_{A x B} I + sum_{j in A} RO[k + 1, j] + sum_{i in B} CO[k, i] (Lagrangian decomposition multipliers).
     # Row bound: rows by RO + their top-b sums, plus the best b-set of CO; column bound symmetric. Offsets may be
-    # negative. Mutates T.
+    # negative.
     m = widths.size - 1
+    cmax = 0
+    for t in range(m + 1):
+        if widths[t] > cmax:
+            cmax = widths[t]
+    vbuf = np.empty(cmax)
+    pref = np.empty((cmax, cmax + 1))
+    perm = np.empty(cmax, np.int64)
+    colofs = np.empty(cmax + 1)
+    rowofs = np.empty(cmax + 1)
+    rows_free = np.empty(cmax, np.int64)
+    rows_one = np.empty(cmax, np.int64)
+    cols_free = np.empty(cmax, np.int64)
+    cols_one = np.empty(cmax, np.int64)
     for k in range(m):
         t = k + 1
         s = src[k]
@@ -671,122 +758,35 @@ def _ub_tables_mu_kernel(widths, src, imp, off, FU, FV, toff, T, RO, CO):
         base = toff[k]
         for q in range(base, base + (ct + 1) * (cs + 1)):
             T[q] = NEG
-        r1 = 0
-        rf = 0
-        c1 = 0
-        cf = 0
-        vbuf = np.empty(max(ct, cs))
-        rows_free = np.empty(ct, np.int64)
-        rows_one = np.empty(ct, np.int64)
-        cols_free = np.empty(cs, np.int64)
-        cols_one = np.empty(cs, np.int64)
-        for j in range(ct):
-            if FU[t, j] == 1:
-                rows_one[r1] = j
-                r1 += 1
-            elif FU[t, j] == -1:
-                rows_free[rf] = j
-                rf += 1
-        for i in range(cs):
-            fv = 1 if s == 0 else FV[s, i]
-            if fv == 1:
-                cols_one[c1] = i
-                c1 += 1
-            elif fv == -1:
-                cols_free[cf] = i
-                cf += 1
-        # best sums of offsets: colofs[r] = fixed-1 columns' CO + top-r free CO; rowofs likewise
-        colofs = np.empty(cf + 1)
-        acc = 0.0
-        for p in range(c1):
-            acc += CO[k, cols_one[p]]
-        tmpo = np.empty(cf)
-        for p in range(cf):
-            tmpo[p] = CO[k, cols_free[p]]
-        tmpo = -np.sort(-tmpo)
-        colofs[0] = acc
-        for p in range(cf):
-            colofs[p + 1] = colofs[p] + tmpo[p]
-        rowofs = np.empty(rf + 1)
-        acc = 0.0
-        for p in range(r1):
-            acc += RO[t, rows_one[p]]
-        tmpr = np.empty(rf)
-        for p in range(rf):
-            tmpr[p] = RO[t, rows_free[p]]
-        tmpr = -np.sort(-tmpr)
-        rowofs[0] = acc
-        for p in range(rf):
-            rowofs[p + 1] = rowofs[p] + tmpr[p]
-        nr = r1 + rf
-        rowpref = np.zeros((nr, cf + 1))
-        for q in range(nr):
-            j = rows_one[q] if q < r1 else rows_free[q - r1]
-            rb = off[k] + j * cs
-            b0 = RO[t, j]
-            for p in range(c1):
-                b0 += imp[rb + cols_one[p]]
-            for p in range(cf):
-                vbuf[p] = imp[rb + cols_free[p]]
-            vs = vbuf[:cf]
-            vs.sort()
-            rowpref[q, 0] = b0
-            for p in range(cf):
-                rowpref[q, p + 1] = rowpref[q, p] + vs[cf - 1 - p]
-        perm = np.arange(rf)
+        r1, rf = _split_fixings(FU, t, ct, False, rows_one, rows_free)
+        c1, cf = _split_fixings(FV, s, cs, s == 0, cols_one, cols_free)
+        _best_offsets(CO[k], cols_one, c1, cols_free, cf, colofs)
+        _best_offsets(RO[t], rows_one, r1, rows_free, rf, rowofs)
+        # row bound, every (a, b): fixed-1 rows plus the best free rows at b columns each
+        _row_prefix(imp, off[k], cs, rows_one, r1, rows_free, rf, cols_one, c1, cols_free, cf, RO[t], CO[k], 0.0,
+                    False, vbuf, pref)  # fmt: skip
+        for x in range(rf):
+            perm[x] = x
         for r in range(cf + 1):
             b = c1 + r
-            fixed = colofs[r]
-            for q in range(r1):
-                fixed += rowpref[q, r]
-            # insertion sort of the free rows by their value at r, descending (nearly sorted from r - 1)
-            for x in range(1, rf):
-                pv = perm[x]
-                kv = rowpref[r1 + pv, r]
-                y = x - 1
-                while y >= 0 and rowpref[r1 + perm[y], r] < kv:
-                    perm[y + 1] = perm[y]
-                    y -= 1
-                perm[y + 1] = pv
-            acc = fixed
+            acc = colofs[r] + _rank_free_rows(pref, r1, rf, r, perm)
             T[base + r1 * (cs + 1) + b] = acc
             for q in range(rf):
-                acc += rowpref[r1 + perm[q], r]
+                acc += pref[r1 + perm[q], r]
                 T[base + (r1 + q + 1) * (cs + 1) + b] = acc
-        ncol = c1 + cf
-        colpref = np.zeros((ncol, rf + 1))
-        for q in range(ncol):
-            i = cols_one[q] if q < c1 else cols_free[q - c1]
-            b0 = CO[k, i]
-            for p in range(r1):
-                b0 += imp[off[k] + rows_one[p] * cs + i]
-            for p in range(rf):
-                vbuf[p] = imp[off[k] + rows_free[p] * cs + i]
-            vs = vbuf[:rf]
-            vs.sort()
-            colpref[q, 0] = b0
-            for p in range(rf):
-                colpref[q, p + 1] = colpref[q, p] + vs[rf - 1 - p]
-        permc = np.arange(cf)
+        # column bound, symmetric; T keeps the smaller
+        _row_prefix(imp, off[k], cs, cols_one, c1, cols_free, cf, rows_one, r1, rows_free, rf, CO[k], RO[t], 0.0,
+                    True, vbuf, pref)  # fmt: skip
+        for x in range(cf):
+            perm[x] = x
         for r in range(rf + 1):
             a = r1 + r
-            fixed = rowofs[r]
-            for q in range(c1):
-                fixed += colpref[q, r]
-            for x in range(1, cf):
-                pv = permc[x]
-                kv = colpref[c1 + pv, r]
-                y = x - 1
-                while y >= 0 and colpref[c1 + permc[y], r] < kv:
-                    permc[y + 1] = permc[y]
-                    y -= 1
-                permc[y + 1] = pv
-            acc = fixed
+            acc = rowofs[r] + _rank_free_rows(pref, c1, cf, r, perm)
             idx = base + a * (cs + 1) + c1
             if acc < T[idx]:
                 T[idx] = acc
             for q in range(cf):
-                acc += colpref[c1 + permc[q], r]
+                acc += pref[c1 + perm[q], r]
                 idx = base + a * (cs + 1) + c1 + q + 1
                 if acc < T[idx]:
                     T[idx] = acc
@@ -902,41 +902,13 @@ def _fold_side_kernel(imp, off_k, cs, rows_one, r1, rows_free, rf, cols_one, c1,
     # the row bound of one conv with the column offsets folded into the rows: for |A| = a,
     # sum_{A x B} I + sum_A RO + sum_B CO = sum_{j in A} (RO_j + sum_{i in B} (I_ji + CO_i / a)). Writes out[r] for
     # b = c1 + r (r = 0..cf). With transpose, rows and columns of I are swapped (imp[off_k + i * cs + j]).
-    inv = 1.0 / a
-    nr = r1 + rf
-    for q in range(nr):
-        j = rows_one[q] if q < r1 else rows_free[q - r1]
-        b0 = RO_row[j]
-        for p in range(c1):
-            i = cols_one[p]
-            w = imp[off_k + i * cs + j] if transpose else imp[off_k + j * cs + i]
-            b0 += w + CO_col[i] * inv
-        for p in range(cf):
-            i = cols_free[p]
-            w = imp[off_k + i * cs + j] if transpose else imp[off_k + j * cs + i]
-            vbuf[p] = w + CO_col[i] * inv
-        vs = vbuf[:cf]
-        vs.sort()
-        rowpref[q, 0] = b0
-        for p in range(cf):
-            rowpref[q, p + 1] = rowpref[q, p] + vs[cf - 1 - p]
+    _row_prefix(imp, off_k, cs, rows_one, r1, rows_free, rf, cols_one, c1, cols_free, cf, RO_row, CO_col, 1.0 / a,
+                transpose, vbuf, rowpref)  # fmt: skip
     for x in range(rf):
         perm[x] = x
-    take = a - r1
     for r in range(cf + 1):
-        fixed = 0.0
-        for q in range(r1):
-            fixed += rowpref[q, r]
-        for x in range(1, rf):
-            pv = perm[x]
-            kv = rowpref[r1 + pv, r]
-            y = x - 1
-            while y >= 0 and rowpref[r1 + perm[y], r] < kv:
-                perm[y + 1] = perm[y]
-                y -= 1
-            perm[y + 1] = pv
-        acc = fixed
-        for q in range(take):
+        acc = _rank_free_rows(rowpref, r1, rf, r, perm)
+        for q in range(a - r1):
             acc += rowpref[r1 + perm[q], r]
         out[r] = acc
 
@@ -956,6 +928,10 @@ def _ub_tables_fold_kernel(widths, src, imp, off, FU, FV, toff, T, RO, CO, nlo, 
     rowpref = np.empty((cmax, cmax + 1))
     perm = np.empty(cmax, np.int64)
     out = np.empty(cmax + 1)
+    rows_free = np.empty(cmax, np.int64)
+    rows_one = np.empty(cmax, np.int64)
+    cols_free = np.empty(cmax, np.int64)
+    cols_one = np.empty(cmax, np.int64)
     for k in range(m):
         t = k + 1
         s = src[k]
@@ -964,28 +940,8 @@ def _ub_tables_fold_kernel(widths, src, imp, off, FU, FV, toff, T, RO, CO, nlo, 
         ct = widths[t]
         cs = widths[s]
         base = toff[k]
-        r1 = 0
-        rf = 0
-        c1 = 0
-        cf = 0
-        rows_free = np.empty(ct, np.int64)
-        rows_one = np.empty(ct, np.int64)
-        cols_free = np.empty(cs, np.int64)
-        cols_one = np.empty(cs, np.int64)
-        for j in range(ct):
-            if FU[t, j] == 1:
-                rows_one[r1] = j
-                r1 += 1
-            elif FU[t, j] == -1:
-                rows_free[rf] = j
-                rf += 1
-        for i in range(cs):
-            if FV[s, i] == 1:
-                cols_one[c1] = i
-                c1 += 1
-            elif FV[s, i] == -1:
-                cols_free[cf] = i
-                cf += 1
+        r1, rf = _split_fixings(FU, t, ct, False, rows_one, rows_free)
+        c1, cf = _split_fixings(FV, s, cs, False, cols_one, cols_free)
         ROt = RO[t]
         COk = CO[k]
         a_lo = max(nlo[t], r1, 1)
