@@ -18,13 +18,11 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import compile_times
 from tqdm import tqdm
 
 from combax.solvers import channels
@@ -51,14 +49,6 @@ p = channels.resnet_cifar(8, 0, ratio=0.5)
 channels.solve(p, "bnb", node_limit=20); channels.solve(p, "greedy")
 print(time.perf_counter() - t0)
 """
-
-
-def _first_call_seconds(cache_dir=None):
-    env = dict(os.environ)
-    if cache_dir is not None:
-        env["NUMBA_CACHE_DIR"] = cache_dir
-    out = subprocess.run([sys.executable, "-c", _COMPILE_SNIPPET], env=env, capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
 
 
 def _run(prob, method, limit):
@@ -98,11 +88,7 @@ def main(argv=None):
         "load_average_start": list(os.getloadavg()),
     }
     bar = tqdm(total=len(insts) * len(METHODS) + 2, desc="channels", unit="run")
-    with tempfile.TemporaryDirectory() as cold:
-        results["numba_first_call_cold_cache_s"] = _first_call_seconds(cold)
-    bar.update()
-    results["numba_first_call_warm_cache_s"] = _first_call_seconds()
-    bar.update()
+    compile_times(_COMPILE_SNIPPET, results, bar)
     channels.solve(channels.resnet_cifar(8, 0, ratio=0.5), "bnb", node_limit=20)  # warm the kernels in-process
     for name, depth, ratio, limit in insts:
         t0 = time.perf_counter()

@@ -15,13 +15,11 @@ import math
 import os
 import platform
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import compile_times
 from tqdm import tqdm
 
 from combax.data import depth_table_path
@@ -120,14 +118,6 @@ print(time.perf_counter() - t0)
 """
 
 
-def _first_call_seconds(cache_dir=None):
-    env = dict(os.environ)
-    if cache_dir is not None:
-        env["NUMBA_CACHE_DIR"] = cache_dir
-    out = subprocess.run([sys.executable, "-c", _COMPILE_SNIPPET], env=env, capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
-
-
 def problem_for(network):
     T = depth.read_csv_table(depth_table_path(network))
     if network == "vgg19":
@@ -192,11 +182,7 @@ def main():
             "pareto_front_points": len(front),
             "budgets": rows,
         }
-    with tempfile.TemporaryDirectory() as cold:
-        results["numba_first_call_cold_cache_s"] = _first_call_seconds(cold)
-    bar.update()
-    results["numba_first_call_warm_cache_s"] = _first_call_seconds()
-    bar.update()
+    compile_times(_COMPILE_SNIPPET, results, bar)
     bar.close()
     all_rows = [r for n in results["networks"].values() for r in n["budgets"]]
     mbv2 = [results["networks"][n] for n in ("mbv2_1.0", "mbv2_1.4")]

@@ -18,13 +18,11 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import compile_times
 from tqdm import tqdm
 
 from combax.solvers import assign, flow
@@ -73,14 +71,6 @@ print(time.perf_counter() - t0)
 """
 
 
-def _first_call_seconds(cache_dir=None):
-    env = dict(os.environ)
-    if cache_dir is not None:
-        env["NUMBA_CACHE_DIR"] = cache_dir
-    out = subprocess.run([sys.executable, "-c", _COMPILE_SNIPPET], env=env, capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
-
-
 def main():
     results = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared with other jobs",
@@ -127,11 +117,7 @@ def main():
         row["networkx_over_numba"] = row["networkx_ms"] / row["numba_ms"] if row.get("networkx_ms") else None
         row["general_flow_over_numba"] = row["general_flow_ms"] / row["numba_ms"]
         results["sizes"][str(size)] = row
-    with tempfile.TemporaryDirectory() as cold:
-        results["numba_first_call_cold_cache_s"] = _first_call_seconds(cold)
-    bar.update()
-    results["numba_first_call_warm_cache_s"] = _first_call_seconds()
-    bar.update()
+    compile_times(_COMPILE_SNIPPET, results, bar)
     bar.close()
 
     rows = results["sizes"]

@@ -1,0 +1,28 @@
+"""Shared by the benchmarks: numba first-call timing in a fresh interpreter (not a benchmark itself)."""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+
+def first_call_seconds(snippet: str, cache_dir: str | None = None) -> float:
+    """Run ``snippet`` (which prints its own elapsed seconds last) in a fresh interpreter; ``cache_dir`` sets
+    ``NUMBA_CACHE_DIR`` (an empty folder gives the cold-compile time, None the warm on-disk cache)."""
+    env = dict(os.environ)
+    if cache_dir is not None:
+        env["NUMBA_CACHE_DIR"] = cache_dir
+    out = subprocess.run([sys.executable, "-c", snippet], env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def compile_times(snippet: str, results: dict, bar=None) -> None:
+    """Store ``numba_first_call_cold_cache_s`` (empty cache: compile) and ``numba_first_call_warm_cache_s`` in
+    ``results``, advancing the progress ``bar`` once per measurement."""
+    with tempfile.TemporaryDirectory() as cold:
+        results["numba_first_call_cold_cache_s"] = first_call_seconds(snippet, cold)
+    if bar is not None:
+        bar.update()
+    results["numba_first_call_warm_cache_s"] = first_call_seconds(snippet)
+    if bar is not None:
+        bar.update()
