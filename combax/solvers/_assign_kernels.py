@@ -79,6 +79,24 @@ def _relax(v, cand, u, dist, pred, heap, hpos, size, touched, ntouch):
 
 
 # returns: z (n, d) uint8 codes and an int status (0 = optimal, 1 = no augmenting path, which needs k > d)
+@njit(cache=True, inline="always")
+def _add_member(mem, pos, cnt, x, b):
+    # appends row x to bucket b's member list mem[b, :cnt[b]] and records its slot in pos[x, b]
+    mem[b, cnt[b]] = x
+    pos[x, b] = cnt[b]
+    cnt[b] += 1
+
+
+@njit(cache=True, inline="always")
+def _drop_member(mem, pos, cnt, x, b):
+    # removes row x from bucket b's member list mem[b, :cnt[b]] (pos[x, b] = its slot) by moving the last member in
+    mp = pos[x, b]
+    last = mem[b, cnt[b] - 1]
+    mem[b, mp] = last
+    pos[last, b] = mp
+    cnt[b] -= 1
+
+
 @njit(cache=True)
 def _codes_ssp_kernel(scores, k, lam, gid, n_groups, lam_group, has_groups):
     n, d = scores.shape
@@ -222,9 +240,7 @@ def _codes_ssp_kernel(scores, k, lam, gid, n_groups, lam_group, has_groups):
                     c = (v - n) % d if has_groups else v - b0
                     z[u, c] = 1
                     if not has_groups:
-                        mem[c, cnt[c]] = u
-                        pos[u, c] = cnt[c]
-                        cnt[c] += 1
+                        _add_member(mem, pos, cnt, u, c)
                 elif u < b0:
                     g = (u - n) // d
                     b = (u - n) - g * d
@@ -233,9 +249,7 @@ def _codes_ssp_kernel(scores, k, lam, gid, n_groups, lam_group, has_groups):
                     else:
                         gload[g, b] += 1
                         if gload[g, b] == 1:
-                            mem[b, cnt[b]] = g
-                            pos[g, b] = cnt[b]
-                            cnt[b] += 1
+                            _add_member(mem, pos, cnt, g, b)
                 else:
                     b = u - b0
                     if v == t_node:
@@ -250,11 +264,7 @@ def _codes_ssp_kernel(scores, k, lam, gid, n_groups, lam_group, has_groups):
                             z[x, b] = 0
                             remove = True
                         if remove:
-                            p = pos[x, b]
-                            last = mem[b, cnt[b] - 1]
-                            mem[b, p] = last
-                            pos[last, b] = p
-                            cnt[b] -= 1
+                            _drop_member(mem, pos, cnt, x, b)
                 v = u
             for q in range(ntouch):
                 v = touched[q]
@@ -327,9 +337,7 @@ def _topk_rows_kernel(scores, k, y, z, mem, cnt, pos, prow, buf, vbuf):
         for j in range(k):
             c = buf[j]
             zi[c] = 1
-            mem[c, cnt[c]] = i
-            pos[i, c] = cnt[c]
-            cnt[c] += 1
+            _add_member(mem, pos, cnt, i, c)
         prow[i] = vbuf[k - 1]
 
 
@@ -606,16 +614,10 @@ def _codes_price_ssp_kernel(scores, k, lam, rounds, alpha):
                 continue
             x = p
             z[x, c] = 1
-            mem[c, cnt[c]] = x
-            pos[x, c] = cnt[c]
-            cnt[c] += 1
+            _add_member(mem, pos, cnt, x, c)
             c2 = predr[x]
             z[x, c2] = 0
-            pp = pos[x, c2]
-            last = mem[c2, cnt[c2] - 1]
-            mem[c2, pp] = last
-            pos[last, c2] = pp
-            cnt[c2] -= 1
+            _drop_member(mem, pos, cnt, x, c2)
             node = c2
         for q in range(nr):
             x = rlist[q]

@@ -90,6 +90,19 @@ def _ls_flip_v_kernel(widths, src, imp, off, V, ins, nv, t, j):
 
 
 @njit(cache=True)
+def _ls_swap_kernel(widths, src, imp, off, U, V, ins, outs, nu, nv, maps, nm, j, j2):
+    # swaps channels j and j2 (their u and v) on each of the nm maps in maps; its own inverse
+    for q in range(nm):
+        t = maps[q]
+        if U[t, j] != U[t, j2]:
+            _ls_flip_u_kernel(widths, src, imp, off, U, outs, nu, t, j)
+            _ls_flip_u_kernel(widths, src, imp, off, U, outs, nu, t, j2)
+        if V[t, j] != V[t, j2]:
+            _ls_flip_v_kernel(widths, src, imp, off, V, ins, nv, t, j)
+            _ls_flip_v_kernel(widths, src, imp, off, V, ins, nv, t, j2)
+
+
+@njit(cache=True)
 def _ls_apply_kernel(widths, src, imp, off, res_kind, U, V, ins, outs, nu, nv, t, j, kind):
     if kind == 0:
         _ls_flip_u_kernel(widths, src, imp, off, U, outs, nu, t, j)
@@ -302,14 +315,7 @@ def _ls_stream_pass_kernel(widths, src, imp, off, res_src, res_kind, U, V, ins, 
                     d += (np.int64(V[t, j2]) - np.int64(V[t, j])) * (outs[t, j] - outs[t, j2])
                 if d <= 1e-12 * (1.0 + abs(tot)):
                     continue
-                for q in range(nm):
-                    t = maps[q]
-                    if U[t, j] != U[t, j2]:
-                        _ls_flip_u_kernel(widths, src, imp, off, U, outs, nu, t, j)
-                        _ls_flip_u_kernel(widths, src, imp, off, U, outs, nu, t, j2)
-                    if V[t, j] != V[t, j2]:
-                        _ls_flip_v_kernel(widths, src, imp, off, V, ins, nv, t, j)
-                        _ls_flip_v_kernel(widths, src, imp, off, V, ins, nv, t, j2)
+                _ls_swap_kernel(widths, src, imp, off, U, V, ins, outs, nu, nv, maps, nm, j, j2)
                 ok = True
                 for q in range(nm):
                     t = maps[q]
@@ -321,14 +327,7 @@ def _ls_stream_pass_kernel(widths, src, imp, off, res_src, res_kind, U, V, ins, 
                 if ok:
                     tot += d
                 else:
-                    for q in range(nm):
-                        t = maps[q]
-                        if U[t, j] != U[t, j2]:
-                            _ls_flip_u_kernel(widths, src, imp, off, U, outs, nu, t, j)
-                            _ls_flip_u_kernel(widths, src, imp, off, U, outs, nu, t, j2)
-                        if V[t, j] != V[t, j2]:
-                            _ls_flip_v_kernel(widths, src, imp, off, V, ins, nv, t, j)
-                            _ls_flip_v_kernel(widths, src, imp, off, V, ins, nv, t, j2)
+                    _ls_swap_kernel(widths, src, imp, off, U, V, ins, outs, nu, nv, maps, nm, j, j2)
     return tot
 
 
