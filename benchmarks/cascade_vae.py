@@ -45,6 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (the original: 1e-4)")
+    p.add_argument("--beta-low", type=float, default=0.1, help="beta of the open cascade dimensions (0.1 original)")
     p.add_argument("--votes", type=int, default=160, help="votes of the original FactorVAE variant (800 original)")
     p.add_argument("--vote-batch", type=int, default=50, help="images per vote (100 original, 64 dlib)")
     p.add_argument("--dlib-votes", type=int, nargs=2, default=[100, 100], help="train / eval votes of the dlib variant")
@@ -65,6 +66,7 @@ def run_one(args, model: str, seed: int) -> dict:
         steps=args.steps,
         image_size=args.image_size,
         learning_rate=args.learning_rate,
+        beta_low=args.beta_low,
         seed=seed,
         conv_features=feats,
         hidden=hidden,
@@ -146,7 +148,7 @@ def write_markdown(path: Path, meta: dict, runs: list[dict], summary: dict, tg: 
         "# CascadeVAE vs beta-VAE vs CascadeVAE-C on procedural dSprites (scaled down)",
         "",
         f"Scale: **{meta['image_size']}x{meta['image_size']} images, {meta['steps']} Adam steps per model** (batch 64, "
-        f"lr {meta['learning_rate']}, cascade interval r = steps / 15 = {max(1, meta['steps'] // 15)}, discrete "
+        f"lr {meta['learning_rate']}, beta_low {meta.get('beta_low', 0.1)}, cascade interval r = steps / 15 = {max(1, meta['steps'] // 15)}, discrete "
         f"warm-up 4r), {meta['width']} network widths {meta['widths']}, seeds {meta['seeds']}. The spec's full scale "
         "is 64x64, 300,000 steps, widths 32-32-64-64 / 256, lr 1e-4: "
         f"this run is {300_000 // meta['steps']}x shorter. Metric: original variant {meta['votes']} votes of "
@@ -247,6 +249,7 @@ def main(argv=None) -> int:
         "width": args.width,
         "widths": {"conv": list(WIDTHS[args.width][0]), "hidden": WIDTHS[args.width][1]},
         "learning_rate": args.learning_rate,
+        "beta_low": args.beta_low,
         "seeds": args.seeds,
         "votes": args.votes,
         "vote_batch": args.vote_batch,

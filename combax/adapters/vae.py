@@ -37,6 +37,8 @@ class TrainConfig:
     batch_size, learning_rate, lam (lambda of the balance term, 0.001), seed.
     n_continuous : int or None, m; None is the model's default (6 for "cascade", 10 otherwise).
     beta : float, the single beta of "betavae" (4, the third-party baseline setting).
+    beta_low : float, the beta of the open dimensions of the cascade models (the original: 0.1; the third-party
+        re-implementation: 2).
     conv_features, hidden : the network widths (the original: (32, 32, 64, 64) and 256).
     """
 
@@ -50,6 +52,7 @@ class TrainConfig:
     seed: int = 0
     n_continuous: int | None = None
     beta: float = 4.0
+    beta_low: float = 0.1
     conv_features: tuple[int, int, int, int] = (32, 32, 64, 64)
     hidden: int = 256
 
@@ -64,6 +67,8 @@ class TrainConfig:
             raise ValueError(f"`lam` must be non-negative; got {self.lam}")
         if not self.learning_rate > 0:
             raise ValueError(f"`learning_rate` must be positive; got {self.learning_rate}")
+        if not self.beta_low >= 0:  # also rejects nan
+            raise ValueError(f"`beta_low` must be non-negative; got {self.beta_low}")
         if self.interval is not None and self.interval < 1:
             raise ValueError(f"`interval` must be at least 1 or None (scaled to `steps`); got {self.interval}")
         if self.n_continuous is not None and self.n_continuous < 1:
@@ -88,7 +93,9 @@ class TrainConfig:
         from combax.models.cascade_vae import CascadeSchedule
 
         r = self.interval or max(1, self.steps // 15)
-        return CascadeSchedule(self.model, self.vae_config().n_continuous, interval=r, beta=self.beta)
+        return CascadeSchedule(
+            self.model, self.vae_config().n_continuous, interval=r, beta=self.beta, beta_low=self.beta_low
+        )
 
 
 @dataclass(frozen=True, slots=True)

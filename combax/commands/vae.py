@@ -39,6 +39,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--interval", type=int, default=None, help="cascade interval r (default: steps / 15)")
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (the original: 1e-4)")
+    t.add_argument("--beta-low", type=float, default=0.1, help="beta of the open cascade dimensions (0.1 original)")
     t.add_argument("--lam", type=float, default=1e-3, help="balance penalty lambda of the discrete step")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default="vae_out", help="checkpoint folder (default: vae_out)")
@@ -163,6 +164,7 @@ def _cmd_train(args) -> int:
             image_size=args.image_size,
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
+            beta_low=args.beta_low,
             lam=args.lam,
             seed=args.seed,
             conv_features=feats,

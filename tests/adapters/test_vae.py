@@ -48,6 +48,12 @@ def test_solver_called_once_per_minibatch_after_warmup(trained_with_calls):
         assert cost.shape == (cfg.batch_size, 3) and lam == cfg.lam
 
 
+def test_beta_low_sets_the_beta_of_the_open_dimensions():
+    sched = vae.TrainConfig(model="cascade", steps=150, beta_low=2.0).schedule()
+    betas = np.asarray(sched.betas(0))
+    assert betas[0] == 2.0 and np.all(betas[1:] == sched.beta_high)
+
+
 def test_labels_are_the_exact_optimum_of_the_recorded_costs(trained_with_calls):
     cfg, _, calls = trained_with_calls
     for cost, lam, labels in calls:
@@ -131,6 +137,7 @@ def test_evaluate_small(trained_with_calls):
         ({"batch_size": 1}, "`batch_size` must be at least 2; got 1"),
         ({"lam": -1.0}, "`lam` must be non-negative; got -1.0"),
         ({"learning_rate": 0.0}, "`learning_rate` must be positive; got 0.0"),
+        ({"beta_low": -0.5}, "`beta_low` must be non-negative; got -0.5"),
         ({"interval": 0}, "`interval` must be at least 1 or None (scaled to `steps`); got 0"),
         ({"n_continuous": 0}, "`n_continuous` must be at least 1 or None (the model's default); got 0"),
         ({"image_size": 40}, "`image_size` must be a positive multiple of 16; got 40"),
