@@ -18,6 +18,7 @@ Examples
 --------
 ``combax depth solve time.csv --importance imp.csv --budget 25 --resolution 0.05 --json``
 ``combax depth front time.csv --importance imp.csv --plot front.png``
+``combax depth compress --model mobilenetv2 --width 0.5 --data mnist5k --budgets 0.8,0.65,0.5`` (end to end)
 """
 
 import argparse
@@ -47,7 +48,9 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def add_subcommands(depth_sub) -> None:
-    """Add ``solve`` and ``front`` to the ``depth`` sub-subparsers (a pipeline may add more beside them)."""
+    """Add ``solve``, ``front`` and ``compress`` (the end-to-end pipeline) to the ``depth`` sub-subparsers."""
+    from combax.commands._depth_compress import add_compress_parser
+
     s = depth_sub.add_parser("solve", help="best activations and cuts within a latency budget")
     _add_inputs(s)
     s.add_argument("--budget", type=float, required=True, help="latency budget T0, in the table's units (ms)")
@@ -63,6 +66,8 @@ def add_subcommands(depth_sub) -> None:
     f.add_argument("--plot", default=None, help="write a plot of the front to this file (e.g. front.png)")
     f.add_argument("--json", action="store_true", help="print the front as JSON")
     f.set_defaults(func=_cmd_front)
+
+    add_compress_parser(depth_sub)
 
 
 def _add_inputs(p) -> None:
