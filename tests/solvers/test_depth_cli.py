@@ -114,3 +114,6 @@ def test_demo_step(tmp_path):
     assert "best front point 4/4" in checks and "HiGHS MILP 4/4" in checks
     assert "False" not in checks
     assert (tmp_path / "depth_front.png").stat().st_size > 10_000
+    # the tiny end-to-end compression: merged == unmerged is a check; its report and plot are written
+    assert any(r.task.startswith("compress end to end: merged") and r.check.endswith(": True") for r in rows)
+    assert (tmp_path / "depth_compress" / "report.png").stat().st_size > 10_000
