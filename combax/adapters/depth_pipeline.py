@@ -1081,12 +1081,10 @@ def markdown(d: dict, title: str | None = None) -> str:
 
 def plot_report(d: dict, path) -> None:
     """Test accuracy against measured end-to-end speed-up: base, DP choices, DepthShrinker-style baseline."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig = Figure(figsize=(6.5, 4.2))
+    ax = fig.subplots()
     base = d["base"]
     ax.plot([1.0], [100 * base["accuracy"]], "k*", ms=12, label="base network")
     for key, marker, name in (("dp", "o-", "DP (ours)"), ("baseline", "s--", "DepthShrinker-style blocks")):
@@ -1107,4 +1105,3 @@ def plot_report(d: dict, path) -> None:
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -187,12 +187,10 @@ def _cmd_front(args) -> int:
 
 def plot_front(front, path, budgets=(), solutions=(), title="Pareto front of the depth-compression surrogate"):
     """Step plot of a :class:`~combax.solvers.depth.ParetoFront`, with optional budgets and solutions marked."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.subplots()
     ax.step(
         front.latency, front.objective, where="post", color="C0", lw=1.2, label=f"exact front ({len(front)} points)"
     )
@@ -209,7 +207,6 @@ def plot_front(front, path, budgets=(), solutions=(), title="Pareto front of the
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def demo(out_dir: Path) -> list:

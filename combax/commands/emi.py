@@ -110,13 +110,11 @@ def _cmd_run(args) -> int:
 
 def plot_curves(results, path, *, window: int = 5) -> None:
     """Success rate per update (moving average over ``window`` updates) against episodes, one line per agent."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     for res in results:
         with np.errstate(invalid="ignore", divide="ignore"):
             rate = res.successes.sum(0) / np.maximum(res.n_episodes.sum(0), 1)
@@ -131,7 +129,6 @@ def plot_curves(results, path, *, window: int = 5) -> None:
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def demo(out_dir: Path) -> list:

@@ -121,12 +121,20 @@ def load_checkpoint(path):
 def plot_traversals(trav, cats, path=None, title: str = ""):
     """A grid of latent traversals (rows: continuous dimensions; a last row: the categories); saved to ``path`` and
     closed if one is given, else returned as a matplotlib figure."""
-    import matplotlib.pyplot as plt
 
     m, n_val = trav.shape[:2]
     n_rows = m + (1 if cats is not None else 0)
     n_cols = max(n_val, len(cats) if cats is not None else 0)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.1 * n_cols, 1.1 * n_rows), squeeze=False)
+    size = (1.1 * n_cols, 1.1 * n_rows)
+    if path is None:  # returned for display: a pyplot figure
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(n_rows, n_cols, figsize=size, squeeze=False)
+    else:  # written to a file: no pyplot, so the caller's backend is left alone
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=size)
+        axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for j in range(m):
@@ -143,7 +151,6 @@ def plot_traversals(trav, cats, path=None, title: str = ""):
     if path is None:
         return fig
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return None
 
 
@@ -281,12 +288,6 @@ def demo(out_dir: Path) -> list:
     image = ds.render(np.array([[0, 2, 5, 0, 16, 16]]))[0]
     trav, cats = latent_traversals(res.params, cfg, image, values=np.linspace(-2, 2, 5))
     path = Path(out_dir) / "vae_traversals.png"
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        plot_traversals(trav, cats, path, f"CascadeVAE, {cfg.steps} steps (tiny): latent traversals")
-        rows.append(DemoRow("vae", "latent traversal plot", str(path), "", 0.0))
-    except ImportError:
-        pass
+    plot_traversals(trav, cats, path, f"CascadeVAE, {cfg.steps} steps (tiny): latent traversals")
+    rows.append(DemoRow("vae", "latent traversal plot", str(path), "", 0.0))
     return rows
