@@ -35,6 +35,7 @@ __all__ = [
     "GreedyResult",
     "RESOURCES",
     "IMPORTANCES",
+    "NORMALISATIONS",
     "importance",
     "channel_problem",
     "full_selection",
@@ -47,6 +48,7 @@ __all__ = [
 
 RESOURCES = ("flops", "params", "latency")
 IMPORTANCES = ("l1", "l1_4d", "taylor")
+NORMALISATIONS = ("frobenius", "sum")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +133,8 @@ def _kernels(variables, layout) -> list[np.ndarray]:
     return [np.asarray(params[c.name]["kernel"], dtype=np.float64) for c in layout]
 
 
-def _normalise(mat: np.ndarray) -> np.ndarray:
-    norm = np.sqrt(np.sum(mat**2))
+def _normalise(mat: np.ndarray, normalisation: str = "frobenius") -> np.ndarray:
+    norm = np.sqrt(np.sum(mat**2)) if normalisation == "frobenius" else np.sum(mat)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = mat / norm
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
@@ -140,8 +142,8 @@ def _normalise(mat: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------------------- importance
 def importance(model, variables, *, mode: str = "l1", data=None, input_shape=(32, 32, 1), batch_size: int = 128,
-               n_batches: int = 8, seed: int = 0) -> list[np.ndarray]:  # fmt: skip
-    r"""Per-conv importance matrices, each normalised to unit Frobenius norm (NaN -> 0).
+               n_batches: int = 8, seed: int = 0, normalisation: str = "frobenius") -> list[np.ndarray]:  # fmt: skip
+    r"""Per-conv importance matrices, each normalised per layer (unit Frobenius norm by default; NaN -> 0).
 
     Parameters
     ----------
@@ -152,6 +154,9 @@ def importance(model, variables, *, mode: str = "l1", data=None, input_shape=(32
         ``"taylor"``: :math:`I_{j,i} = \frac{1}{T}\sum_t \sum_{a,b} |W_{j,i,a,b}\, \partial L_t / \partial W_{j,i,a,b}|`
         over ``n_batches`` minibatches ``t`` of ``data`` (first-order Taylor, per kernel).
     data : ``(x, y)`` arrays, needed for ``"taylor"``.
+    normalisation : how each layer's matrix is scaled.
+        ``"frobenius"`` (the paper's, default): :math:`I / \lVert I\rVert_F`, unit importance "energy" per layer;
+        ``"sum"``: :math:`I / \sum_{j,i} I_{j,i}`, unit total importance per layer.
 
     Returns
     -------
@@ -161,10 +166,20 @@ def importance(model, variables, *, mode: str = "l1", data=None, input_shape=(32
     -----
     O(sum of kernel sizes) for the L1 modes; ``n_batches`` forward/backward passes for Taylor. No gradient flows
     through the result.
+
+    The objective of keeping a whole layer is :math:`\sum I` = :math:`\lVert I\rVert_1 / \lVert I\rVert_F` under
+    ``"frobenius"``, which lies between 1 and :math:`\sqrt{C_{out} C_{in}}` and is close to the upper end when the
+    kernel norms are nearly uniform (a briefly trained network). Wider layers then weigh more per kept weight: on a
+    CIFAR ResNet, whose convs all cost about the same FLOPs, the 64-channel stage is worth about four times the
+    16-channel stage, and the exact optimum at a tight FLOPs budget thins the 16-channel stage to a channel or two
+    per block. ``"sum"`` gives every layer the same total weight, so the budget is shared by importance *within*
+    layers only (not in the original implementation; an option of combax).
     """
     layout = _layout_iv(model, input_shape)
     if mode not in IMPORTANCES:
         raise ValueError(f"`mode` must be one of {IMPORTANCES}; got {mode!r}")
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"`normalisation` must be one of {NORMALISATIONS}; got {normalisation!r}")
     kernels = _kernels(variables, layout)  # (K, K, C_in, C_out) each
     if mode == "l1":
         mats = [np.abs(w).sum(axis=(0, 1)).T for w in kernels]
@@ -174,7 +189,7 @@ def importance(model, variables, *, mode: str = "l1", data=None, input_shape=(32
         if data is None:
             raise ValueError("`data` must be given as (x, y) for mode='taylor'")
         mats = _taylor(model, variables, layout, data, batch_size, n_batches, seed)
-    return [_normalise(m) for m in mats]
+    return [_normalise(m, normalisation) for m in mats]
 
 
 def _taylor(model, variables, layout, data, batch_size, n_batches, seed):
@@ -227,7 +242,8 @@ def _fixed_cost(model: ResNet, variables, layout, resource: str) -> float:
 
 
 def channel_problem(model, variables, resource: str = "flops", ratio: float = 0.5, *, input_shape=(32, 32, 1),
-                    mode: str = "l1", data=None, latency_model=None, group_size=None, **importance_kwargs):  # fmt: skip
+                    mode: str = "l1", data=None, latency_model=None, group_size=None, normalisation: str = "frobenius",
+                    **importance_kwargs):  # fmt: skip
     r"""The channel-selection QCQP of a trained ResNet (Jeong et al. 2022, §1.5).
 
     .. math::
@@ -246,6 +262,8 @@ def channel_problem(model, variables, resource: str = "flops", ratio: float = 0.
     mode : importance, see :func:`importance` (``"l1_4d"`` is summed over taps here; the 4D stage takes the 4D array).
     data : (x, y) for ``mode="taylor"``.
     group_size : channel groups (tile units) passed to ``ChannelProblem``.
+    normalisation : per-layer scaling of the importance, ``"frobenius"`` (the paper's) or ``"sum"``; see
+        :func:`importance`.
 
     Returns
     -------
@@ -267,7 +285,8 @@ def channel_problem(model, variables, resource: str = "flops", ratio: float = 0.
         raise ValueError(f"`ratio` must lie in (0, 1]; got {ratio}")
     if resource == "latency" and latency_model is None:
         raise ValueError("`latency_model` must be given for resource='latency' (see combax.adapters.latency_model)")
-    mats = importance(model, variables, mode=mode, data=data, input_shape=input_shape, **importance_kwargs)
+    mats = importance(model, variables, mode=mode, data=data, input_shape=input_shape, normalisation=normalisation,
+                      **importance_kwargs)  # fmt: skip
     if mode == "l1_4d":
         mats = [m.sum(axis=(2, 3)) for m in mats]
     widths = [input_shape[2]] + [c.c_out for c in layout]

@@ -43,6 +43,7 @@ __all__ = [
 MODELS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet56")
 DATASETS = ("mnist5k", "digits")
 _RESOURCES = ("flops", "params", "latency")
+_NORMALISATIONS = ("frobenius", "sum")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,9 @@ class PruneConfig:
     data : ``"mnist5k"`` (padded to 32x32) or ``"digits"`` (8x8).
     resource : ``"flops"``, ``"params"`` or ``"latency"`` (fitted onnxruntime model; pruned in tile units).
     ratio : fraction of the resource that remains, in (0, 1].
+    normalisation : per-layer scaling of the L1 importance: ``"frobenius"`` (the paper's: unit Frobenius norm per
+        layer) or ``"sum"`` (unit total per layer; every layer weighs the same). See
+        :func:`combax.adapters.pruning.importance`.
     width : base width (stage widths ``width * (1, 2, 4)``; 16 in the paper).
     epochs, lr : base training (ignored when the checkpoint exists).
     finetune_epochs, finetune_lr : fine-tuning of the pruned network(s).
@@ -73,6 +77,7 @@ class PruneConfig:
     data: str = "mnist5k"
     resource: str = "flops"
     ratio: float = 0.5
+    normalisation: str = "frobenius"
     width: int = 16
     epochs: int = 3
     lr: float = 0.1
@@ -162,6 +167,8 @@ def validate_config(config: PruneConfig) -> PruneConfig:
         raise ValueError(f"`resource` must be one of {_RESOURCES}; got {config.resource!r}")
     if not (isinstance(config.ratio, int | float) and 0.0 < float(config.ratio) <= 1.0):
         raise ValueError(f"`ratio` must lie in (0, 1] (the fraction of the resource that remains); got {config.ratio}")
+    if config.normalisation not in _NORMALISATIONS:
+        raise ValueError(f"`normalisation` must be one of {_NORMALISATIONS}; got {config.normalisation!r}")
     if config.width < 1:
         raise ValueError(f"`width` must be >= 1; got {config.width}")
     if config.epochs < 0 or config.finetune_epochs < 0:
@@ -321,7 +328,8 @@ def run_prune(config: PruneConfig = PruneConfig(), *, out_dir=None, latency_mode
         secs["latency model"] = time.perf_counter() - t
     t = time.perf_counter()
     prob = P.channel_problem(model, variables, config.resource, config.ratio, input_shape=shape,
-                             latency_model=latency_model, group_size=group)  # fmt: skip
+                             latency_model=latency_model, group_size=group,
+                             normalisation=config.normalisation)  # fmt: skip
     sol = channels.solve(prob, "bnb", time_limit=config.time_limit, rel_gap=config.rel_gap)
     secs["solve"] = time.perf_counter() - t
     if sol.keep is None:

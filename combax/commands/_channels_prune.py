@@ -67,6 +67,8 @@ def add_prune_parser(channels_subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data", choices=DATASETS, default="mnist5k", help="mnist5k (padded to 32x32) or digits (8x8)")
     p.add_argument("--resource", choices=RESOURCES, default="flops", help="what the budget limits (default: flops)")
     p.add_argument("--ratio", type=_ratio, default=0.5, help="fraction of the resource that remains (default 0.5)")
+    p.add_argument("--normalisation", choices=("frobenius", "sum"), default="frobenius",
+                   help="per-layer scaling of the L1 importance: frobenius (the paper's) or sum")  # fmt: skip
     p.add_argument("--width", type=_positive(int), default=16, help="base width (stage widths x1, x2, x4; 16)")
     p.add_argument("--epochs", type=_non_negative_int, default=3, help="base training epochs (default 3)")
     p.add_argument("--lr", type=_positive(float), default=0.1, help="base training peak learning rate (0.1)")
@@ -93,7 +95,8 @@ def config_from_args(args):
     from combax.adapters.pruning_pipeline import PruneConfig, validate_config
 
     cfg = PruneConfig(
-        model=args.model, data=args.data, resource=args.resource, ratio=args.ratio, width=args.width,
+        model=args.model, data=args.data, resource=args.resource, ratio=args.ratio, normalisation=args.normalisation,
+        width=args.width,
         epochs=args.epochs, lr=args.lr, finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
         batch_size=args.batch_size, seed=args.seed, time_limit=args.time_limit, rel_gap=args.rel_gap,
         baseline=args.baseline, checkpoint=args.checkpoint, latency_batch=args.latency_batch,

@@ -56,11 +56,26 @@ def test_l1_importance_is_per_kernel_l1_with_unit_frobenius_norm():
     np.testing.assert_allclose([np.linalg.norm(m) for m in mats4], 1.0, rtol=1e-12)
 
 
+def test_sum_normalisation_gives_every_layer_unit_total_and_the_same_ranking():
+    model, v = _tiny(base=4)
+    frob = P.importance(model, v, input_shape=SHAPE)
+    total = P.importance(model, v, input_shape=SHAPE, normalisation="sum")
+    for f, m in zip(frob, total):
+        np.testing.assert_allclose(m.sum(), 1.0, rtol=1e-12)
+        np.testing.assert_allclose(m, f / f.sum(), rtol=1e-12)  # a per-layer rescaling of the paper's matrices
+    prob = P.channel_problem(model, v, "flops", 0.5, input_shape=SHAPE, normalisation="sum")
+    np.testing.assert_allclose([c[2].sum() for c in prob.convs], 1.0, rtol=1e-12)
+    assert prob.budget == P.channel_problem(model, v, "flops", 0.5, input_shape=SHAPE).budget
+    sol = channels.solve(prob, "bnb")
+    assert sol.success and prob.evaluate(sol.keep_out, sol.keep).feasible
+
+
 def test_zero_layer_gives_zero_importance_not_nan():
     model, v = _tiny()
     v["params"]["block0_conv1"] = {"kernel": np.zeros_like(v["params"]["block0_conv1"]["kernel"])}
-    mats = P.importance(model, v, input_shape=SHAPE)
-    assert np.all(mats[1] == 0)
+    for norm in P.NORMALISATIONS:
+        mats = P.importance(model, v, input_shape=SHAPE, normalisation=norm)
+        assert np.all(mats[1] == 0)
 
 
 @pytest.mark.parametrize("shortcut", ["zero_pad", "projection"])
@@ -126,6 +141,7 @@ def test_ratio_one_keeps_every_channel():
         ({"ratio": 0.0}, "`ratio` must lie in (0, 1]"),
         ({"resource": "latency"}, "`latency_model` must be given"),
         ({"mode": "l2"}, "`mode` must be one of"),
+        ({"normalisation": "max"}, "`normalisation` must be one of ('frobenius', 'sum'); got 'max'"),
         ({"mode": "taylor"}, "`data` must be given as (x, y)"),
         ({"input_shape": (8, 8)}, "`input_shape` must be (H, W, C)"),
     ],

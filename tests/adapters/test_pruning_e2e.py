@@ -171,6 +171,7 @@ def _parser():
         (["--ratio", "half"], "argument --ratio: must be a number in (0, 1]; got 'half'"),
         (["--epochs", "-1"], "argument --epochs: must be >= 0"),
         (["--time-limit", "0"], "argument --time-limit: must be > 0"),
+        (["--normalisation", "max"], "argument --normalisation: invalid choice: 'max'"),
     ],
 )
 def test_cli_rejects_bad_arguments_before_any_work(argv, msg, capsys):
@@ -201,3 +202,12 @@ def test_validate_config_names_the_option():
         validate_config(PruneConfig(model="vgg16"))
     with pytest.raises(ValueError, match=re.escape("`ratio` must lie in (0, 1]")):
         validate_config(PruneConfig(ratio=0.0))
+    with pytest.raises(ValueError, match=re.escape("`normalisation` must be one of ('frobenius', 'sum'); got 'l2'")):
+        validate_config(PruneConfig(normalisation="l2"))
+
+
+def test_cli_passes_the_normalisation_to_the_config():
+    from combax.commands._channels_prune import config_from_args
+
+    assert config_from_args(_parser().parse_args(["prune"])).normalisation == "frobenius"
+    assert config_from_args(_parser().parse_args(["prune", "--normalisation", "sum"])).normalisation == "sum"
