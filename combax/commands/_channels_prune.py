@@ -18,6 +18,7 @@ import json
 import sys
 
 from combax.adapters.pruning_pipeline import DATASETS, MODELS
+from combax.commands._argtypes import non_negative_int, positive
 
 RESOURCES = ("flops", "params", "latency")
 
@@ -29,29 +30,6 @@ def _ratio(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number in (0, 1]; got {text!r}") from None
     if not 0.0 < value <= 1.0:
         raise argparse.ArgumentTypeError(f"must lie in (0, 1] (the fraction of the resource that remains); got {text}")
-    return value
-
-
-def _positive(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a positive {kind.__name__}; got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0; got {text}")
-        return value
-
-    return parse
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0; got {text}")
     return value
 
 
@@ -69,20 +47,20 @@ def add_prune_parser(channels_subparsers) -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=_ratio, default=0.5, help="fraction of the resource that remains (default 0.5)")
     p.add_argument("--normalisation", choices=("frobenius", "sum"), default="frobenius",
                    help="per-layer scaling of the L1 importance: frobenius (the paper's) or sum")  # fmt: skip
-    p.add_argument("--width", type=_positive(int), default=16, help="base width (stage widths x1, x2, x4; 16)")
-    p.add_argument("--epochs", type=_non_negative_int, default=3, help="base training epochs (default 3)")
-    p.add_argument("--lr", type=_positive(float), default=0.1, help="base training peak learning rate (0.1)")
-    p.add_argument("--finetune-epochs", type=_non_negative_int, default=2, help="fine-tuning epochs (default 2)")
-    p.add_argument("--finetune-lr", type=_positive(float), default=0.02, help="fine-tuning learning rate (0.02)")
-    p.add_argument("--batch-size", type=_positive(int), default=128, help="training minibatch (default 128)")
+    p.add_argument("--width", type=positive(int), default=16, help="base width (stage widths x1, x2, x4; 16)")
+    p.add_argument("--epochs", type=non_negative_int, default=3, help="base training epochs (default 3)")
+    p.add_argument("--lr", type=positive(float), default=0.1, help="base training peak learning rate (0.1)")
+    p.add_argument("--finetune-epochs", type=non_negative_int, default=2, help="fine-tuning epochs (default 2)")
+    p.add_argument("--finetune-lr", type=positive(float), default=0.02, help="fine-tuning learning rate (0.02)")
+    p.add_argument("--batch-size", type=positive(int), default=128, help="training minibatch (default 128)")
     p.add_argument("--seed", type=int, default=0, help="split, initialisation and shuffling seed (default 0)")
-    p.add_argument("--time-limit", type=_positive(float), default=30.0, help="B&B seconds (default 30)")
+    p.add_argument("--time-limit", type=positive(float), default=30.0, help="B&B seconds (default 30)")
     p.add_argument("--rel-gap", type=float, default=0.0, help="stop B&B at this relative gap (default 0)")
     p.add_argument("--baseline", action="store_true", help="also run the greedy L1-filter baseline (flops/params)")
     p.add_argument("--checkpoint", default=None, help="base network .npz: loaded if it exists, else written")
-    p.add_argument("--tile", type=_positive(int), default=8, help="channel group for --resource latency (8)")
-    p.add_argument("--latency-batch", type=_positive(int), default=8, help="onnxruntime timing batch (default 8)")
-    p.add_argument("--threads", type=_positive(int), default=1, help="onnxruntime intra-op threads (default 1)")
+    p.add_argument("--tile", type=positive(int), default=8, help="channel group for --resource latency (8)")
+    p.add_argument("--latency-batch", type=positive(int), default=8, help="onnxruntime timing batch (default 8)")
+    p.add_argument("--threads", type=positive(int), default=1, help="onnxruntime intra-op threads (default 1)")
     p.add_argument("--out", default="prune_out", help="folder for report.json and pruned.npz (default prune_out)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")

@@ -17,6 +17,8 @@ import argparse
 import json
 import sys
 
+from combax.commands._argtypes import non_negative_int, positive
+
 DATASETS = ("mnist5k", "digits")  # = combax.adapters.depth_pipeline.DATASETS, which imports jax: not at CLI start
 
 
@@ -37,29 +39,6 @@ def _positions(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"must be comma-separated positions, e.g. 1,2,4; got {text!r}") from None
 
 
-def _positive(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a positive {kind.__name__}; got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0; got {text}")
-        return value
-
-    return parse
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0; got {text}")
-    return value
-
-
 def add_compress_parser(depth_subparsers) -> argparse.ArgumentParser:
     """Add the ``compress`` sub-subcommand to the ``combax depth`` sub-subparsers; returns its parser."""
     p = depth_subparsers.add_parser(
@@ -69,7 +48,7 @@ def add_compress_parser(depth_subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", default="mobilenetv2", help="mobilenetv2 (default) or vgg; chain CNNs only")
-    p.add_argument("--width", type=_positive(float), default=0.5, help="channel multiplier (default 0.5)")
+    p.add_argument("--width", type=positive(float), default=0.5, help="channel multiplier (default 0.5)")
     p.add_argument("--vgg-depth", type=int, default=11, help="VGG depth 11/13/16/19 with --model vgg (default 11)")
     p.add_argument("--data", choices=DATASETS, default="mnist5k", help="mnist5k (padded to 32x32) or digits (8x8)")
     p.add_argument("--stem-stride", type=int, default=1, help="MobileNetV2 stem stride, 1 or 2 (default 1)")
@@ -77,11 +56,11 @@ def add_compress_parser(depth_subparsers) -> argparse.ArgumentParser:
                    help="comma-separated latency budgets (default 0.8,0.65,0.5 of the base stack latency)")  # fmt: skip
     p.add_argument("--budget-unit", choices=("fraction", "ms"), default="fraction",
                    help="budgets as fractions of the base stack latency (default) or ms in table units")  # fmt: skip
-    p.add_argument("--epochs", type=_non_negative_int, default=4, help="base training epochs (default 4)")
-    p.add_argument("--lr", type=_positive(float), default=0.05, help="base training peak learning rate (0.05)")
-    p.add_argument("--finetune-epochs", type=_non_negative_int, default=2, help="fine-tuning epochs (default 2)")
-    p.add_argument("--finetune-lr", type=_positive(float), default=0.01, help="fine-tuning learning rate (0.01)")
-    p.add_argument("--batch-size", type=_positive(int), default=64, help="training minibatch (default 64)")
+    p.add_argument("--epochs", type=non_negative_int, default=4, help="base training epochs (default 4)")
+    p.add_argument("--lr", type=positive(float), default=0.05, help="base training peak learning rate (0.05)")
+    p.add_argument("--finetune-epochs", type=non_negative_int, default=2, help="fine-tuning epochs (default 2)")
+    p.add_argument("--finetune-lr", type=positive(float), default=0.01, help="fine-tuning learning rate (0.01)")
+    p.add_argument("--batch-size", type=positive(int), default=64, help="training minibatch (default 64)")
     p.add_argument("--importance", choices=("proxy", "finetune"), default="proxy",
                    help="importance-table method (default proxy: no fine-tuning per entry)")  # fmt: skip
     p.add_argument("--score", choices=("accuracy", "loss"), default="accuracy", help="importance score (accuracy)")
@@ -91,11 +70,11 @@ def add_compress_parser(depth_subparsers) -> argparse.ArgumentParser:
     p.add_argument("--acts", type=_positions, default=None, help="extra structure to time: activations A (1,2,..)")
     p.add_argument("--cuts", type=_positions, default=None, help="extra structure to time: cuts S (with --acts)")
     p.add_argument("--no-baseline", action="store_true", help="skip the DepthShrinker-style block-merging baseline")
-    p.add_argument("--timing-batch", type=_positive(int), default=8, help="end-to-end timing batch (default 8)")
-    p.add_argument("--table-batch", type=_positive(int), default=8, help="latency-table timing batch (default 8)")
-    p.add_argument("--threads", type=_positive(int), default=1, help="onnxruntime intra-op threads (default 1)")
-    p.add_argument("--rounds", type=_positive(int), default=5, help="interleaved timing rounds (default 5)")
-    p.add_argument("--runs", type=_positive(int), default=30, help="timed runs per network per round (default 30)")
+    p.add_argument("--timing-batch", type=positive(int), default=8, help="end-to-end timing batch (default 8)")
+    p.add_argument("--table-batch", type=positive(int), default=8, help="latency-table timing batch (default 8)")
+    p.add_argument("--threads", type=positive(int), default=1, help="onnxruntime intra-op threads (default 1)")
+    p.add_argument("--rounds", type=positive(int), default=5, help="interleaved timing rounds (default 5)")
+    p.add_argument("--runs", type=positive(int), default=30, help="timed runs per network per round (default 30)")
     p.add_argument("--seed", type=int, default=0, help="split, initialisation and shuffling seed (default 0)")
     p.add_argument("--out", default="compress_out", help="folder for checkpoint, tables, ONNX, report")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
