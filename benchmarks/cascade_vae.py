@@ -259,7 +259,7 @@ def main(argv=None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), Python {platform.python_version()}",
         "notes": (
             "**This is a reduced-scale run on a shared CPU; the full-scale run (64x64, 300k steps, widths 32-32-64-64 "
-            "/ 256, 800 votes of 100) is still to do.** At a few hundred steps every cascade stage lasts only "
+            "/ 256, 800 votes of 100) is still to do.** At budgets this short every cascade stage lasts only "
             "r = steps / 15 steps and the discrete latent trains for about 11/15 of the budget, so the metric numbers "
             "say little about the method at its intended scale, and the metric itself is estimated from few votes "
             "(its sampling noise is a few hundredths). The timing shares do not depend on the budget."
