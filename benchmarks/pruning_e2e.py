@@ -72,7 +72,7 @@ NAME = "pruning_e2e_quick" if QUICK else "pruning_e2e"
 
 def _base_name(seed: int) -> str:
     """Cache file of a base network: named after the recipe, so another recipe never loads it."""
-    return f"{NAME}_base_seed{seed}_e{CONFIG.epochs}_lr{CONFIG.lr}_b{CONFIG.batch_size}.npz"
+    return f"{NAME}_base_seed{seed}_e{CONFIG.epochs}_lr{CONFIG.lr}_b{CONFIG.batch_size}.msgpack"
 
 
 def _mean_std(xs):

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from combax.adapters.checkpoint import load_checkpoint, save_checkpoint, to_numpy
 from combax.adapters.pruning_pipeline import _clean
 from combax.models.classifier_train import TrainConfig
 
@@ -433,35 +434,6 @@ def depthshrinker_blocks(spec, latency, target: float) -> tuple[list[tuple[int, 
     return chosen, _stack_latency(T, spec, S)
 
 
-# ---------------------------------------------------------------------------------------------------- checkpoint
-def save_checkpoint(path, variables, meta: dict) -> Path:
-    """Write ``variables`` with :func:`flax.serialization.to_bytes` (msgpack) and ``meta`` beside it (.json)."""
-    from flax import serialization
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    plain = _to_numpy(variables)
-    path.write_bytes(serialization.msgpack_serialize(plain))
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-    return path
-
-
-def load_checkpoint(path) -> tuple[dict, dict]:
-    """``(variables, meta)`` from :func:`save_checkpoint`."""
-    from flax import serialization
-
-    path = Path(path)
-    variables = serialization.msgpack_restore(path.read_bytes())
-    meta = json.loads(path.with_suffix(".json").read_text())
-    return variables, meta
-
-
-def _to_numpy(tree):
-    if isinstance(tree, dict) or hasattr(tree, "items"):
-        return {str(k): _to_numpy(v) for k, v in tree.items()}
-    return np.asarray(tree)
-
-
 # ---------------------------------------------------------------------------------------------------------- stages
 class _Log:
     def __init__(self, progress: bool):
@@ -488,8 +460,11 @@ def _base_network(config, model, spec, x_tr, y_tr, out, log):
 
     meta = _base_meta(config, spec)
     ck = out / "base.msgpack" if out is not None else None
-    if ck is not None and ck.is_file() and ck.with_suffix(".json").is_file():
-        variables, saved = load_checkpoint(ck)
+    if ck is not None and ck.is_file():
+        try:
+            variables, saved = load_checkpoint(ck)
+        except ValueError:  # a file of an older format in the output folder: train again, overwrite it
+            variables, saved = None, None
         if saved == json.loads(json.dumps(meta)):
             log(f"(b) base network loaded from {ck}")
             return variables, True
@@ -497,7 +472,7 @@ def _base_network(config, model, spec, x_tr, y_tr, out, log):
     cfg = dataclasses.replace(config.train, batch_size=min(config.train.batch_size, len(y_tr)),
                               progress=config.progress and config.train.progress)  # fmt: skip
     log(f"(b) training the base network: {cfg.epochs} epochs, {len(y_tr)} images")
-    variables = _to_numpy(fit(model, x_tr, y_tr, cfg, desc="train base"))
+    variables = to_numpy(fit(model, x_tr, y_tr, cfg, desc="train base"))
     if ck is not None:
         save_checkpoint(ck, variables, meta)
     return variables, False
@@ -613,7 +588,7 @@ class _Networks:
             self.log(f"(e) fine-tuning {label}: |A| = {len(A)}, |S| = {len(S)}, {cfg.epochs} epochs")
             cfg = dataclasses.replace(cfg, batch_size=min(cfg.batch_size, len(self.y_tr)),
                                       progress=self.config.progress and cfg.progress)  # fmt: skip
-            variables = _to_numpy(fit(model, self.x_tr, self.y_tr, cfg, variables=self.base_vars,
+            variables = to_numpy(fit(model, self.x_tr, self.y_tr, cfg, variables=self.base_vars,
                                       desc=f"fine-tune {label}"))  # fmt: skip
         ft_s = time.perf_counter() - t
         ref = logits(variables, self.x_te)
@@ -870,7 +845,7 @@ def run_compress(
     if variables is None:
         variables, loaded = _base_network(config, model, spec, x_tr, y_tr, out, log)
     else:
-        variables = _to_numpy(variables)
+        variables = to_numpy(variables)
     secs["base (loaded)" if loaded else "base training"] = time.perf_counter() - t
 
     # (c, second half) importance table

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from combax.adapters.checkpoint import load_checkpoint, save_checkpoint
+
 __all__ = [
     "MODELS",
     "DATASETS",
@@ -67,7 +69,7 @@ class PruneConfig:
     time_limit : branch-and-bound seconds (None: to proven optimality).
     rel_gap : stop B&B at this relative gap.
     baseline : also run the greedy L1-filter baseline at the same budget.
-    checkpoint : ``.npz`` of the base network: loaded if it exists, written after training otherwise.
+    checkpoint : file of the base network (:mod:`combax.adapters.checkpoint`, msgpack): loaded if it exists, written after training otherwise.
     latency_batch, latency_threads, latency_runs : onnxruntime timing setting (batch size, intra-op threads, runs).
     tile : channel group of the latency-constrained problem (and the latency model's grid unit).
     progress : progress bars.
@@ -184,7 +186,7 @@ def validate_config(config: PruneConfig) -> PruneConfig:
     if config.resource == "latency" and (config.tile < 1 or config.width % config.tile):
         raise ValueError(f"`tile` must divide the base width {config.width} for resource 'latency'; got {config.tile}")
     if config.checkpoint is not None and Path(config.checkpoint).is_dir():
-        raise ValueError(f"`checkpoint` must be a file path (.npz); got the folder {config.checkpoint!r}")
+        raise ValueError(f"`checkpoint` must be a file path (e.g. base.msgpack); got the folder {config.checkpoint!r}")
     return config
 
 
@@ -206,27 +208,6 @@ def build_model(name: str, width: int = 16, num_classes: int = 10):
     if name not in MODELS:
         raise ValueError(f"`model` must be one of {MODELS}; got {name!r}")
     return resnet_cifar(int(name[6:]), base_width=int(width), num_classes=int(num_classes))
-
-
-def save_checkpoint(path, variables, meta: dict) -> Path:
-    """Write ``variables`` (flattened, ``params/stem_conv/kernel`` ...) and a JSON ``meta`` to an ``.npz``."""
-    from flax.traverse_util import flatten_dict
-
-    flat = {"/".join(k): np.asarray(v) for k, v in flatten_dict(variables).items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, __meta__=np.array(json.dumps(meta)), **flat)
-    return path
-
-
-def load_checkpoint(path) -> tuple[dict, dict]:
-    """``(variables, meta)`` from :func:`save_checkpoint`."""
-    from flax.traverse_util import unflatten_dict
-
-    with np.load(Path(path), allow_pickle=False) as z:
-        meta = json.loads(str(z["__meta__"]))
-        flat = {tuple(k.split("/")): np.asarray(z[k]) for k in z.files if k != "__meta__"}
-    return unflatten_dict(flat), meta
 
 
 def _onnx_latency(model, variables, shape, config):
@@ -284,7 +265,7 @@ def run_prune(config: PruneConfig = PruneConfig(), *, out_dir=None, latency_mode
     Parameters
     ----------
     config : :class:`PruneConfig` (validated first: bad options fail before any training).
-    out_dir : if given, ``report.json`` and the pruned network's weights (``pruned.npz``) are written there.
+    out_dir : if given, ``report.json`` and the pruned network's weights (``pruned.msgpack``) are written there.
     latency_model : a fitted :class:`~combax.adapters.latency_model.LatencyModel` for ``resource="latency"``
         (fitted here when None).
 
@@ -381,6 +362,6 @@ def run_prune(config: PruneConfig = PruneConfig(), *, out_dir=None, latency_mode
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
-        save_checkpoint(out / "pruned.npz", tuned.variables, {"model": config.model, "pruned": True,
+        save_checkpoint(out / "pruned.msgpack", tuned.variables, {"model": config.model, "pruned": True,
                         "kept_per_map": list(report.kept_per_map)})  # fmt: skip
     return report

@@ -57,11 +57,13 @@ def add_prune_parser(channels_subparsers) -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=positive(float), default=30.0, help="B&B seconds (default 30)")
     p.add_argument("--rel-gap", type=float, default=0.0, help="stop B&B at this relative gap (default 0)")
     p.add_argument("--baseline", action="store_true", help="also run the greedy L1-filter baseline (flops/params)")
-    p.add_argument("--checkpoint", default=None, help="base network .npz: loaded if it exists, else written")
+    p.add_argument(
+        "--checkpoint", default=None, help="base network checkpoint (.msgpack): loaded if it exists, else written"
+    )
     p.add_argument("--tile", type=positive(int), default=8, help="channel group for --resource latency (8)")
     p.add_argument("--latency-batch", type=positive(int), default=8, help="onnxruntime timing batch (default 8)")
     p.add_argument("--threads", type=positive(int), default=1, help="onnxruntime intra-op threads (default 1)")
-    p.add_argument("--out", default="prune_out", help="folder for report.json and pruned.npz (default prune_out)")
+    p.add_argument("--out", default="prune_out", help="folder for report.json and pruned.msgpack (default prune_out)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=cmd_prune)

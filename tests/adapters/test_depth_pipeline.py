@@ -75,7 +75,7 @@ def tiny_report(tmp_path_factory):
 
 def test_pipeline_runs_end_to_end_and_writes_the_report(tiny_report):
     rep, out = tiny_report
-    for name in ("report.json", "report.md", "report.png", "base.msgpack", "base.json", "latency_table.npz"):
+    for name in ("report.json", "report.md", "report.png", "base.msgpack", "latency_table.npz"):
         assert (out / name).is_file(), name
     d = json.loads((out / "report.json").read_text())
     assert d == json.loads(json.dumps(rep.to_dict()))
@@ -270,3 +270,19 @@ def test_cli_bad_number_is_an_argparse_error(capsys):
         _parse(["--budgets", "fast"])
     assert exc.value.code == 2
     assert "--budgets" in capsys.readouterr().err
+
+
+def test_a_foreign_file_in_place_of_the_base_checkpoint_is_retrained_and_overwritten(monkeypatch, tmp_path):
+    import combax.models.classifier_train as ct
+    from combax.models.chain import ChainNet
+
+    spec = _spec()
+    trained = {"params": {"fc": {"kernel": np.ones((2, 2), np.float32)}}}
+    monkeypatch.setattr(ct, "fit", lambda *a, **k: trained)
+    (tmp_path / "base.msgpack").write_bytes(b"an older format")
+    x = DP.load_data(TINY)
+    v, loaded = DP._base_network(TINY, ChainNet(spec), spec, x[0], x[1], tmp_path, lambda m: None)
+    assert not loaded
+    saved, meta = DP.load_checkpoint(tmp_path / "base.msgpack")
+    np.testing.assert_array_equal(saved["params"]["fc"]["kernel"], trained["params"]["fc"]["kernel"])
+    assert meta["network"] == spec.name

@@ -128,7 +128,7 @@ def test_fit_and_validate_on_a_tiny_network_run():
 
 # ---------------------------------------------------------------------------------------------------------- pipeline
 def test_pipeline_end_to_end_meets_the_budget_from_shapes(tmp_path):
-    ck = tmp_path / "base.npz"
+    ck = tmp_path / "base.msgpack"
     cfg = PruneConfig(model="resnet8", data="digits", width=4, epochs=1, finetune_epochs=1, batch_size=128,
                       time_limit=1.0, baseline=True, checkpoint=str(ck), latency_runs=3, progress=False)  # fmt: skip
     rep = run_prune(cfg, out_dir=tmp_path / "out")
@@ -141,7 +141,7 @@ def test_pipeline_end_to_end_meets_the_budget_from_shapes(tmp_path):
     assert g["resource_from_shapes"] == g["resource"] <= rep.budget
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert saved["meets_budget"] and saved["kept_per_map"] == list(rep.kept_per_map)
-    pruned_vars, meta = load_checkpoint(tmp_path / "out" / "pruned.npz")
+    pruned_vars, meta = load_checkpoint(tmp_path / "out" / "pruned.msgpack")
     assert meta["kept_per_map"] == list(rep.kept_per_map)
     assert pruned_vars["params"]["stem_conv"]["kernel"].shape[-1] == rep.kept_per_map[1]
     # the checkpoint is reused (no training), and a checkpoint of another model is refused
