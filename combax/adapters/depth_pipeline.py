@@ -528,18 +528,6 @@ def _importance_table(config, model, variables, data_, out, importance, reuse, e
     return it, "measured"
 
 
-def _normalised(h: np.ndarray, alpha: float) -> np.ndarray:
-    """Spec §1.5: ``I = h - alpha * mean(h over single-layer entries)`` (finite entries only)."""
-    h = np.asarray(h, dtype=np.float64)
-    if alpha == 0.0:
-        return h
-    n = h.shape[0]
-    idx = np.arange(n - 1)
-    singles = h[idx, idx + 1]
-    singles = singles[np.isfinite(singles)]
-    return h - alpha * (float(singles.mean()) if singles.size else 0.0)
-
-
 def _problem(config, lt, it, spec):
     from combax.adapters import tables
     from combax.solvers import depth
@@ -547,7 +535,7 @@ def _problem(config, lt, it, spec):
     if isinstance(lt, tables.LatencyTable) and isinstance(it, tables.ImportanceTable):
         return tables.depth_problem(lt, it, spec, alpha=config.alpha)
     T = _table_array(lt, "latency")
-    h = _normalised(_table_array(it, "importance"), config.alpha)
+    h = tables.normalise_importance(_table_array(it, "importance"), config.alpha)
     valid = spec._valid_matrix()
     T = np.where(valid, T, np.nan)
     if h.ndim == 4:
@@ -687,35 +675,6 @@ def _accuracy(logits, y) -> float:
     return float(np.mean(np.argmax(logits, axis=1) == np.asarray(y)))
 
 
-def _ort_times(path, x, warmup: int, runs: int, threads) -> tuple[float, float]:
-    """(median wall ms, median process-CPU ms) per call of the ONNX file on ``x`` with onnxruntime (CPU).
-
-    Same session options as :func:`combax.adapters.latency.measure` (all graph optimisations, ``threads`` intra-op
-    threads, one inter-op thread). The CPU time (``time.process_time``, all threads of this process) does not count
-    time the process waits for a core, so on a shared machine it is the load-robust companion of the wall time; with
-    one thread the two agree on an idle machine.
-    """
-    from combax._optional import require
-
-    ort = require("onnxruntime", "onnx", "timing ONNX models")
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads is not None:
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    feed = {sess.get_inputs()[0].name: np.asarray(x, dtype=np.float32)}
-    for _ in range(warmup):
-        sess.run(None, feed)
-    wall, cpu = [], []
-    for _ in range(runs):
-        t0, c0 = time.perf_counter(), time.process_time()
-        sess.run(None, feed)
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return 1e3 * float(np.median(wall)), 1e3 * float(np.median(cpu))
-
-
 def _time_all(config, models: dict, x, log) -> dict:
     """Median of per-round medians for every network; rounds visit the networks in a shuffled order."""
     from tqdm.auto import tqdm
@@ -732,14 +691,10 @@ def _time_all(config, models: dict, x, log) -> dict:
     for _ in range(config.timing_rounds):
         for k in rng.permutation(len(labels)):
             label = labels[k]
-            if config.backend == "onnxruntime":
-                w, c = _ort_times(models[label], x, config.timing_warmup, config.timing_runs, config.threads)
-            else:
-                w = measure(models[label], x, backend=config.backend, warmup=config.timing_warmup,
-                            runs=config.timing_runs, threads=config.threads).median_ms  # fmt: skip
-                c = float("nan")
-            rounds[label].append(w)
-            cpu[label].append(c)
+            t = measure(models[label], x, backend=config.backend, warmup=config.timing_warmup,
+                        runs=config.timing_runs, threads=config.threads)  # fmt: skip
+            rounds[label].append(t.median_ms)
+            cpu[label].append(t.cpu_median_ms)
             bar.update(1)
     bar.close()
     return {k: {"latency_ms": float(np.median(v)), "round_medians_ms": [float(r) for r in v],

@@ -36,6 +36,9 @@ class Timing:
     n_runs : number of timed runs (warm-up excluded).
     backend : ``"onnxruntime"``, ``"xla"``, ``"tensorrt"`` or ``"trtexec"``.
     device : what ran it, e.g. ``"cpu (2 threads)"`` or a GPU name.
+    cpu_median_ms : median process CPU time per run (``time.process_time``, every thread of this process), or
+        None where not measured (TensorRT, trtexec). It leaves out the time the process waits for a core, so on a
+        shared machine it is the load-robust companion of the wall time; with one thread the two agree when idle.
     """
 
     median_ms: float
@@ -46,10 +49,13 @@ class Timing:
     n_runs: int
     backend: str
     device: str
+    cpu_median_ms: float | None = None
 
 
-def timing_from_samples(samples_ms: Sequence[float], backend: str, device: str) -> Timing:
-    """Summarise per-run times (ms) into a :class:`Timing`.
+def timing_from_samples(
+    samples_ms: Sequence[float], backend: str, device: str, cpu_samples_ms: Sequence[float] | None = None
+) -> Timing:
+    """Summarise per-run wall times (ms), and optionally process CPU times (ms), into a :class:`Timing`.
 
     Raises
     ------
@@ -71,6 +77,7 @@ def timing_from_samples(samples_ms: Sequence[float], backend: str, device: str) 
         n_runs=int(s.size),
         backend=backend,
         device=device,
+        cpu_median_ms=None if cpu_samples_ms is None else float(np.median(cpu_samples_ms)),
     )
 
 
@@ -99,15 +106,17 @@ def _measure_iv(model, example_input, backend, warmup, runs, threads):
     return x
 
 
-def _time_loop(call: Callable[[], Any], warmup: int, runs: int) -> list[float]:
+def _time_loop(call: Callable[[], Any], warmup: int, runs: int) -> tuple[list[float], list[float]]:
+    """(wall ms, process CPU ms) of each timed run."""
     for _ in range(warmup):
         call()
-    out = []
+    wall, cpu = [], []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         call()
-        out.append((time.perf_counter() - t0) * 1e3)
-    return out
+        wall.append((time.perf_counter() - t0) * 1e3)
+        cpu.append((time.process_time() - c0) * 1e3)
+    return wall, cpu
 
 
 def _ort_session(path, threads):
@@ -125,9 +134,9 @@ def _measure_onnxruntime(path, x, warmup, runs, threads) -> Timing:
 
     sess = _ort_session(path, threads)
     feed = {sess.get_inputs()[0].name: x}
-    samples = _time_loop(lambda: sess.run(None, feed), warmup, runs)
+    wall, cpu = _time_loop(lambda: sess.run(None, feed), warmup, runs)
     n = threads if threads is not None else os.cpu_count()
-    return timing_from_samples(samples, "onnxruntime", f"cpu ({n} threads)")
+    return timing_from_samples(wall, "onnxruntime", f"cpu ({n} threads)", cpu)
 
 
 def _measure_xla(model, x, warmup, runs) -> Timing:
@@ -137,9 +146,9 @@ def _measure_xla(model, x, warmup, runs) -> Timing:
     fn = jax.jit(apply_fn)
     xd = jax.device_put(x)
     jax.block_until_ready(fn(params, xd))  # compile outside the timed loop
-    samples = _time_loop(lambda: jax.block_until_ready(fn(params, xd)), warmup, runs)
+    samples, cpu = _time_loop(lambda: jax.block_until_ready(fn(params, xd)), warmup, runs)
     dev = jax.devices()[0]
-    return timing_from_samples(samples, "xla", f"{dev.platform} ({dev.device_kind})")
+    return timing_from_samples(samples, "xla", f"{dev.platform} ({dev.device_kind})", cpu)
 
 
 def _cudart():

@@ -56,11 +56,44 @@ import numpy as np
 from combax.models.chain import ChainNet, ChainSpec
 from combax.models.classifier_train import TrainConfig
 
-__all__ = ["LatencyTable", "ImportanceTable", "latency_table", "importance_table", "depth_problem"]
+__all__ = [
+    "LatencyTable",
+    "ImportanceTable",
+    "normalise_importance",
+    "latency_table",
+    "importance_table",
+    "depth_problem",
+]
 
 _BACKENDS = ("onnxruntime", "xla", "tensorrt")
 _METHODS = ("proxy", "finetune")
 _SCORES = ("accuracy", "loss")
+
+
+def normalise_importance(h, alpha: float) -> np.ndarray:
+    """The spec's ``--norm single`` normalisation (§1.5): ``h - alpha * mean(h over single-layer entries)``.
+
+    The mean runs over every finite entry with j = i + 1 (all flag pairs). NaN entries stay NaN. The paper uses
+    alpha = 1.6 (MobileNetV2-1.0), 1.2 (MobileNetV2-1.4), 1.4 (VGG19).
+
+    Raises
+    ------
+    ValueError
+        ``alpha`` is not finite, or ``alpha != 0`` and the table has no finite single-layer entry.
+    """
+    alpha = float(alpha)
+    if not np.isfinite(alpha):
+        raise ValueError(f"`alpha` must be finite; got {alpha}")
+    h = np.array(h, dtype=np.float64)
+    if alpha == 0.0:
+        return h
+    n = h.shape[0]
+    idx = np.arange(n - 1)
+    single = h[idx, idx + 1]
+    single = single[np.isfinite(single)]
+    if single.size == 0:
+        raise ValueError("`alpha` != 0 needs single-layer entries (j = i + 1) in the table; it has none")
+    return h - alpha * float(single.mean())
 
 
 # -- results -------------------------------------------------------------------------------------------------------
@@ -132,29 +165,8 @@ class ImportanceTable:
         return self.importance.shape[0] - 1
 
     def normalised(self, alpha: float) -> np.ndarray:
-        """The spec's ``--norm single`` normalisation (§1.5): ``h - alpha * mean(h over single-layer entries)``.
-
-        The mean runs over every finite entry with j = i + 1 (all flag pairs). NaN entries stay NaN. The paper uses
-        alpha = 1.6 (MobileNetV2-1.0), 1.2 (MobileNetV2-1.4), 1.4 (VGG19).
-
-        Raises
-        ------
-        ValueError
-            ``alpha`` is not finite, or ``alpha != 0`` and the table has no finite single-layer entry.
-        """
-        alpha = float(alpha)
-        if not np.isfinite(alpha):
-            raise ValueError(f"`alpha` must be finite; got {alpha}")
-        h = np.array(self.importance, dtype=np.float64)
-        if alpha == 0.0:
-            return h
-        n = h.shape[0]
-        idx = np.arange(n - 1)
-        single = h[idx, idx + 1]
-        single = single[np.isfinite(single)]
-        if single.size == 0:
-            raise ValueError("`alpha` != 0 needs single-layer entries (j = i + 1) in the table; it has none")
-        return h - alpha * float(single.mean())
+        """:func:`normalise_importance` of this table's raw ``h``."""
+        return normalise_importance(self.importance, alpha)
 
     def save(self, path) -> pathlib.Path:
         """Write to ``path`` (.npz; arrays plus a JSON ``meta`` string). Returns the path written."""

@@ -37,6 +37,7 @@ def _check_timing(t: Timing, backend: str, runs: int):
     assert t.n_runs == runs
     assert 0 < t.p10_ms <= t.median_ms <= t.p90_ms
     assert t.std_ms >= 0 and t.mean_ms > 0
+    assert t.cpu_median_ms is not None and t.cpu_median_ms >= 0  # process CPU time is measured beside wall time
 
 
 def test_measure_onnxruntime(small_model):
@@ -71,6 +72,8 @@ def test_timing_from_samples_statistics():
     assert t.mean_ms == pytest.approx(22.0)
     assert t.std_ms == pytest.approx(np.std([1.0, 2.0, 3.0, 4.0, 100.0]))
     assert t.p10_ms == pytest.approx(np.percentile([1, 2, 3, 4, 100], 10))
+    assert t.cpu_median_ms is None
+    assert timing_from_samples([1.0, 2.0], "xla", "cpu", cpu_samples_ms=[0.5, 1.5, 4.0]).cpu_median_ms == 1.5
     with pytest.raises(ValueError, match=re.escape("`samples_ms` must hold at least one time; got none")):
         timing_from_samples([], "x", "y")
 
