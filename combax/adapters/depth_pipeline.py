@@ -41,8 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from combax.adapters._json import json_ready
 from combax.adapters.checkpoint import load_checkpoint, save_checkpoint, to_numpy
-from combax.adapters.pruning_pipeline import _clean
 from combax.models.classifier_train import TrainConfig
 
 __all__ = [
@@ -186,7 +186,7 @@ class CompressReport:
         """A JSON-ready dict (NaN and inf become None)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["config"] = dataclasses.asdict(self.config)
-        return _clean(out)
+        return json_ready(out)
 
 
 # ---------------------------------------------------------------------------------------------------------- checks

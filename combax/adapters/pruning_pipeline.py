@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from combax.adapters._json import json_ready
 from combax.adapters.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = [
@@ -143,19 +143,7 @@ class PruneReport:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["config"] = dataclasses.asdict(self.config)
         out["kept_per_map"] = list(self.kept_per_map)
-        return _clean(out)
-
-
-def _clean(x):
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
+        return json_ready(out)
 
 
 # ---------------------------------------------------------------------------------------------------------- pieces
