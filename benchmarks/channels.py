@@ -33,9 +33,9 @@ METHODS = ("bnb", "cpsat", "highs")
 OUT = Path(__file__).resolve().parent / "results"
 
 
-def instances(quick: bool):
+def instances(quick: bool, r56_limit: float = 300.0):
     r20_limit = 10.0 if quick else 60.0
-    r56_limit = 10.0 if quick else 90.0
+    r56_limit = 10.0 if quick else r56_limit
     out = [("resnet20", 20, ratio, r20_limit) for ratio in (0.3, 0.5, 0.7)]
     out.append(("resnet56", 56, 0.5, r56_limit))
     return out
@@ -72,15 +72,20 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="10 s limits (a smoke run; results are not kept)")
     ap.add_argument("--render", action="store_true", help="only rewrite channels.md from channels.json")
+    ap.add_argument(
+        "--r56-limit", type=float, default=300.0, help="time limit (s) of every method on ResNet-56 (the issue: 300)"
+    )
     args = ap.parse_args(argv)
+    if not args.r56_limit > 0:
+        ap.error(f"--r56-limit must be a positive number of seconds; got {args.r56_limit}")
     if args.render:
         md = _markdown(json.loads((OUT / "channels.json").read_text()))
         (OUT / "channels.md").write_text(md)
         print(md)
         return
-    insts = instances(args.quick)
+    insts = instances(args.quick, args.r56_limit)
     results = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared with other jobs",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "seed": SEED,
         "rel_gap": REL_GAP,
         "methods": list(METHODS),
@@ -164,12 +169,16 @@ def _markdown(r):
         f"Machine: {r['machine']}. CIFAR ResNets with FLOPs budgets; importances of synthetic conv weights (seed "
         f"{r['seed']}); every method has the same time limit and rel_gap {r['rel_gap']:g}. CP-SAT: 2 workers, greedy "
         "hint. 'finished' = optimality proven within rel_gap; else the gap (bound - objective) / bound at the limit. "
-        "The machine was shared with other jobs while this ran, so times are noisy"
         + (
-            f" (1-minute load average {r['load_average_start'][0]:.1f} at the start, "
-            f"{r['load_average_end'][0]:.1f} at the end, on {os.cpu_count()} cores)."
+            f"1-minute load average {r['load_average_start'][0]:.1f} at the start and "
+            f"{r['load_average_end'][0]:.1f} at the end, on {os.cpu_count()} cores"
+            + (
+                " (other jobs shared the machine, so times are noisy)."
+                if max(r["load_average_start"][0], r["load_average_end"][0]) > 1.5
+                else " (nothing else ran)."
+            )
             if "load_average_start" in r
-            else "."
+            else ""
         )
         + (f" {r['note']}" if "note" in r else ""),
         "",
@@ -251,7 +260,12 @@ def _markdown(r):
             for x in r["instances"]
             if x["network"] == "resnet56"
         )
-        + " (the issue asks for 300 s; the limit here is shorter to keep the whole benchmark under ~15 minutes).",
+        + "".join(
+            " (the issue asks for 300 s; this run's limit was shorter)"
+            for x in r["instances"]
+            if x["network"] == "resnet56" and x["time_limit_s"] < 300
+        )
+        + ".",
         "",
     ]
     return "\n".join(lines)
