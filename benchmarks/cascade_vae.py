@@ -9,8 +9,8 @@ the best category-to-shape matching (chance = 1/3), and the share of a training 
 
 The step budget, the image size, the network width and the metric's vote counts are command-line parameters; the
 defaults are the reduced scale that fits a 2-core machine in about 25 minutes. The full-scale run of the spec
-(64x64, 300k steps, r = 20k, 800 votes of 100) is ``--steps 300000 --interval 20000 --image-size 64 --width original --votes 800
---vote-batch 100 --dlib-votes 10000 5000 --n-global 737280``.
+(64x64, 300k steps, r = 20k, 800 votes of 100) is ``--steps 300000 --interval 20000 --image-size 64 --width original
+--votes 800 --vote-batch 100 --dlib-votes 10000 5000 --n-global 737280``.
 
 Writes benchmarks/results/cascade_vae.json and .md. Run from the repository root: ``python benchmarks/cascade_vae.py``.
 """
@@ -42,7 +42,7 @@ def parse_args(argv=None):
         "--interval",
         type=int,
         default=600,
-        help="cascade interval r in steps (the original: 20000; 0 scales the whole timeline to the budget, r = steps / 15)",
+        help="cascade interval r in steps (the original: 20000; 0: r = steps / 15, the whole timeline in the budget)",
     )
     p.add_argument("--image-size", type=int, default=32, choices=(16, 32, 48, 64), help="dSprites side (64 original)")
     p.add_argument(
@@ -157,7 +157,8 @@ def write_markdown(path: Path, meta: dict, runs: list[dict], summary: dict, tg: 
         "# CascadeVAE vs beta-VAE vs CascadeVAE-C on procedural dSprites (scaled down)",
         "",
         f"Scale: **{meta['image_size']}x{meta['image_size']} images, {meta['steps']} Adam steps per model** (batch 64, "
-        f"lr {meta['learning_rate']}, beta_low {meta.get('beta_low', 0.1)}, {_schedule_text(meta)}), {meta['width']} network widths {meta['widths']}, seeds {meta['seeds']}. The spec's full scale "
+        f"lr {meta['learning_rate']}, beta_low {meta.get('beta_low', 0.1)}, {_schedule_text(meta)}), "
+        f"{meta['width']} network widths {meta['widths']}, seeds {meta['seeds']}. The spec's full scale "
         "is 64x64, 300,000 steps, widths 32-32-64-64 / 256, lr 1e-4: "
         f"this run is {300_000 // meta['steps']}x shorter. Metric: original variant {meta['votes']} votes of "
         f"{meta['vote_batch']} images (800 of 100 in the original), dlib variant {meta['dlib_votes'][0]} train / "
@@ -207,7 +208,7 @@ def write_markdown(path: Path, meta: dict, runs: list[dict], summary: dict, tg: 
 
 def _schedule_text(meta: dict) -> str:
     """The cascade timeline of the run, in steps (the original: r = 20k, discrete from 80k, all 6 open at 120k)."""
-    r = meta.get("interval", max(1, meta["steps"] // 15))
+    r = meta["interval"]
     return (
         f"cascade interval r = {r} steps: CascadeVAE's discrete step from step {4 * r}, its 6 continuous dimensions "
         f"all open from step {6 * r}, CascadeVAE-C's 10 from step {9 * r}; the run ends at {meta['steps'] / r:g} r "
@@ -263,7 +264,7 @@ def main(argv=None) -> int:
     jobs = [(m, s) for m in args.models for s in args.seeds]
     meta = {
         "steps": args.steps,
-        "interval": args.interval or max(1, args.steps // 15),
+        "interval": TrainConfig(steps=args.steps, interval=args.interval or None).schedule().interval,
         "image_size": args.image_size,
         "width": args.width,
         "widths": {"conv": list(WIDTHS[args.width][0]), "hidden": WIDTHS[args.width][1]},

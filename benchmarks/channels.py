@@ -33,7 +33,7 @@ METHODS = ("bnb", "cpsat", "highs")
 OUT = Path(__file__).resolve().parent / "results"
 
 
-def instances(quick: bool, r56_limit: float = 300.0):
+def instances(quick: bool, r56_limit: float):
     r20_limit = 10.0 if quick else 60.0
     r56_limit = 10.0 if quick else r56_limit
     out = [("resnet20", 20, ratio, r20_limit) for ratio in (0.3, 0.5, 0.7)]

@@ -89,7 +89,7 @@ def diagnose(ratio: float) -> dict:
     ctx = _Ctx(f, c["budget"])
     node = ctx.root()
     plain = float(ctx.evaluate(node)[0])
-    args = (f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, ctx.toff, ctx.T.copy(), node.nlo, node.nhi,
+    args = (f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, ctx.toff, ctx.T, node.nlo, node.nhi,
             node.mlo, node.mhi, ctx.budget_relaxed / UNITS, UNITS)  # fmt: skip
     t0 = time.perf_counter()
     upper = float(budget_dp(*args, False))
@@ -147,7 +147,8 @@ def markdown(r: dict) -> str:
             f"| {d['flops_ratio']:.0%} | {d['best_objective']:.4f} | {d['best_is_optimal']} | {d['root_plain']:.4f} | "
             f"{d['budget_dp_lower']:.4f}, {d['budget_dp_upper']:.4f} | "
             f"{max(0.0, rel(d['root_plain'], d['budget_dp_lower'])):.2e} | {d['root_multipliers_fold']:.4f} | "
-            f"{rel(d['root_plain'], d['best_objective']):.2e} | {rel(d['root_multipliers_fold'], d['best_objective']):.2e} |"
+            f"{rel(d['root_plain'], d['best_objective']):.2e} | "
+            f"{rel(d['root_multipliers_fold'], d['best_objective']):.2e} |"
         )
     for d in r["instances"]:
         if not d["slack_at_optimum"]:
