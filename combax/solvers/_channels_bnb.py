@@ -22,28 +22,36 @@ Bound of a node (valid for every completion):
    symmetrically the column bound of I + RO / b) also bounds the entry (a, b). O(C_l C_s log) per a (per b), so it
    is applied lazily: to the rows a and columns b of the DP's profile, re-solving the Lagrangian until the profile
    uses only tightened entries (at most ``FOLD_ROUNDS`` times).
+5. Block bounds (with multipliers, once they are chosen): two chain convs around a plain inner map with a single
+   reader are bounded jointly by enumerating the inner map's free subsets (:mod:`combax.solvers._channels_blocks`)
+   while there are at most ``BLOCK_FREE`` of them: both convs share the inner set, where the count tables let each
+   row choose its own. The DP steps over the block from its input's count to its output's count. A block table
+   depends only on the fixings of its three maps, so it is cached and reused by every node with the same fixings.
 
 Incumbents: the original greedy (alternating top-k, then ratio fill) at the root, improved by local search
 (:mod:`combax.solvers._channels_local`: swaps, ratio fill, drop-and-fill) and an iterated local search (random
 swaps on plain maps, then local search); at every node, alternating top-k on the DP's budget-feasible count profile,
 then ratio fill, then (every ``LS_EVERY``-th node) local search; and every node whose binaries are all fixed.
 
-Branching: take the conv with the largest gap between its bound UB_l at the profile and the value the heuristic
-achieved there; split the wider of its two count ranges at the profile's count; once both are single counts, fix
+Branching: take the conv with the largest gap between its bound UB_l at the profile (a block's excess over its two
+tables taken half from each; stored with the node) and the value the heuristic achieved there; split the wider of its two count ranges at the profile's count; once both are single counts, fix
 the free channel of highest total incident importance (child "kept" first). Nodes are explored best-first (largest
 bound), pruned when bound <= incumbent (1 + 1e-9).
 
-Complexity: worst-case exponential in the number of binaries, O(sum_l C_l C_s log C) per node.
+Complexity: worst-case exponential in the number of binaries, O(sum_l C_l C_s log C) per node plus, per block whose
+table is not cached, O(2^f (C_s C_t + (C_s + C_t) log)) for its f <= ``BLOCK_FREE`` free inner channels.
 """
 
 from __future__ import annotations
 
 import heapq
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
+from ._channels_blocks import _ub_block_kernel, block_offsets, find_blocks
 from ._channels_greedy import greedy_state, resource_of
 from ._channels_kernels import (
     NEG,
@@ -72,6 +80,10 @@ MU_SHARE = 0.15  # at most this share of the time limit goes to the root's multi
 MU_ITERS = 300
 FOLD = True  # tighten the tables lazily by the folded bounds at every node
 FOLD_ROUNDS = 8
+BLOCKS = True  # bound blocks around inner maps of at most BLOCK_FREE free channels exactly (`_channels_blocks`)
+BLOCK_WIDTH = 32  # widest inner map considered for a block
+BLOCK_FREE = 16  # enumerate the 2^f inner sets of a block only while f <= BLOCK_FREE
+BLOCK_CACHE = 4096  # block tables kept (least recently used dropped); each (C_s + 1)(C_i + 1)(C_t + 1) floats
 
 
 @dataclass(slots=True)
@@ -123,6 +135,14 @@ class _Ctx:
         self.RO = np.zeros((m + 1, f.cmax))
         self.CO = np.zeros((m, f.cmax))
         self.fold = False  # also the folded bounds (`_ub_tables_fold_kernel`); set once the multipliers are chosen
+        self.blocks = find_blocks(f, BLOCK_WIDTH)  # output maps of the blocks
+        self.boff = block_offsets(f, self.blocks)
+        self.BT = np.empty(max(int(self.boff[-1]), 1))
+        self.no_blocks = np.full(m + 1, -1, np.int64)
+        self.use_blocks = False  # set once the multipliers are chosen, like `fold`
+        # a block table depends only on its three maps' fixings (and the multipliers, fixed once blocks are used):
+        # computed for every count, it is reused by every node with the same fixings
+        self.block_cache: OrderedDict = OrderedDict()
         readers = [[] for _ in range(m + 1)]
         for k in range(m):
             readers[f.src[k]].append(k)
@@ -142,7 +162,8 @@ class _Ctx:
         return _Node(FU, FV, nlo, nhi, nlo.copy(), nhi.copy())
 
     def evaluate(self, node: _Node):
-        """Propagate and bound: (bound, prof_n, prof_m) or None when the node is infeasible."""
+        """Propagate and bound: (bound, prof_n, prof_m, ub_k) or None when the node is infeasible; ub_k[k] is conv
+        k's table value at the profile (kept with the node: the tables are overwritten by the next evaluation)."""
         f = self.f
         ok = _propagate_kernel(
             f.widths, f.res_src, f.res_kind, node.FU, node.FV, node.nlo, node.nhi, node.mlo, node.mhi
@@ -150,10 +171,12 @@ class _Ctx:
         if not ok:
             return None
         _ub_tables_mu_kernel(f.widths, f.src, f.imp, f.off, node.FU, node.FV, self.toff, self.T, self.RO, self.CO)
+        bk = self.block_tables(node) if self.use_blocks else self.no_blocks
         pn = np.zeros(self.m + 1, np.int64)
         pm = np.zeros(self.m + 1, np.int64)
-        bound, _ = _lagrange_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T,
-                                    node.nlo, node.nhi, node.mlo, node.mhi, self.budget_relaxed, pn, pm)  # fmt: skip
+        bound, _ = _lagrange_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T, bk,
+                                    self.boff, self.BT, node.nlo, node.nhi, node.mlo, node.mhi, self.budget_relaxed,
+                                    pn, pm)  # fmt: skip
         if bound <= NEG / 2:
             return None
         if self.fold:
@@ -162,6 +185,8 @@ class _Ctx:
             m = self.m
             done_a = np.zeros((m, f.cmax + 1), bool)
             done_b = np.zeros((m, f.cmax + 1), bool)
+            for t in self.blocks[bk[self.blocks] >= 0]:  # the DP reads the block tables there, not T
+                done_a[t - 2 : t] = done_b[t - 2 : t] = True
             for _ in range(FOLD_ROUNDS):
                 fa = np.full(m, -1, np.int64)
                 fb = np.full(m, -1, np.int64)
@@ -179,12 +204,44 @@ class _Ctx:
                 _ub_tables_fold_kernel(f.widths, f.src, f.imp, f.off, node.FU, node.FV, self.toff, self.T, self.RO,
                                        self.CO, node.nlo, node.nhi, node.mlo, node.mhi, fa, fb)  # fmt: skip
                 b2, _ = _lagrange_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T,
-                                         node.nlo, node.nhi, node.mlo, node.mhi, self.budget_relaxed, pn,
-                                         pm)  # fmt: skip
+                                         bk, self.boff, self.BT, node.nlo, node.nhi, node.mlo, node.mhi,
+                                         self.budget_relaxed, pn, pm)  # fmt: skip
                 if b2 <= NEG / 2:  # cannot happen (folding keeps every finite entry finite); keep the last bound
                     break
                 bound = min(bound, b2)
-        return bound, pn, pm
+        ubk = np.array([self.ub_at(k, pn[k + 1], pm[f.src[k]]) for k in range(self.m)])
+        for q, t in enumerate(self.blocks):
+            if bk[t] >= 0:  # the block's value at the profile, its excess over the two tables taken half from each
+                u1, u2 = ubk[t - 2], ubk[t - 1]
+                excess = u1 + u2 - self.BT[self.boff[q] + (pm[t - 2] * (f.widths[t - 1] + 1) + pn[t - 1])
+                                           * (f.widths[t] + 1) + pn[t]]  # fmt: skip
+                ubk[t - 2], ubk[t - 1] = u1 - excess / 2, u2 - excess / 2
+        return bound, pn, pm, ubk
+
+    def block_tables(self, node: _Node) -> np.ndarray:
+        """Fill the block tables of ``node`` where the inner map has at most BLOCK_FREE free channels; returns the
+        DP's block index per map (-1: no block ends there)."""
+        f = self.f
+        bk = self.no_blocks.copy()
+        lo = np.ones(self.m + 1, np.int64)
+        lo[0] = f.widths[0]
+        for q, t in enumerate(self.blocks):
+            if np.count_nonzero(node.FU[t - 1, : f.widths[t - 1]] < 0) > BLOCK_FREE:
+                continue
+            at = slice(self.boff[q], self.boff[q + 1])
+            key = (q, node.FV[t - 2].tobytes(), node.FU[t - 1].tobytes(), node.FU[t].tobytes())
+            table = self.block_cache.get(key)
+            if table is None:
+                _ub_block_kernel(f.widths, f.imp, f.off, node.FU, node.FV, self.RO, self.CO, t, lo, f.widths, lo,
+                                 f.widths, self.BT, self.boff[q])  # fmt: skip
+                self.block_cache[key] = self.BT[at].copy()
+                if len(self.block_cache) > BLOCK_CACHE:
+                    self.block_cache.popitem(last=False)
+            else:
+                self.block_cache.move_to_end(key)
+                self.BT[at] = table
+            bk[t] = q
+        return bk
 
     def optimize_multipliers(self, node: _Node, target: float, max_iter: int, deadline: float):
         """Subgradient descent on Lagrangian decomposition multipliers at ``node`` (propagated); keeps the best.
@@ -239,7 +296,8 @@ class _Ctx:
             RO, CO = offsets(*x)
             _ub_tables_mu_kernel(f.widths, f.src, f.imp, f.off, node.FU, node.FV, self.toff, self.T, RO, CO)
             b, _ = _lagrange_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T,
-                                    node.nlo, node.nhi, node.mlo, node.mhi, self.budget_relaxed, pn, pm)  # fmt: skip
+                                    self.no_blocks, self.boff, self.BT, node.nlo, node.nhi, node.mlo, node.mhi,
+                                    self.budget_relaxed, pn, pm)  # fmt: skip
             if b <= NEG / 2:
                 return b, None
             _mu_subgrad_kernel(f.widths, f.src, f.imp, f.off, node.FU, node.FV, RO, CO, pn, pm, rs, cs)
@@ -380,6 +438,7 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
         share = MU_SHARE * time_limit if time_limit is not None else np.inf
         ctx.optimize_multipliers(root, inc, MU_ITERS, time.perf_counter() + share)
         ctx.fold = FOLD and bool(ctx.RO.any() or ctx.CO.any())
+        ctx.use_blocks = BLOCKS and ctx.blocks.size > 0
         ev = ctx.evaluate(root)
     if ev is None:  # cannot happen when min resource <= budget; kept as a guard
         return BnBOutput(best[0], best[1], inc, inc, Status.OPTIMAL, 1, "root infeasible")
@@ -389,7 +448,7 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
 
     def push(node, ev):
         nonlocal counter
-        bound, pn, pm = ev
+        bound, pn, pm, ubk = ev
         leaf = _leaf_solution(node)
         if leaf is not None:
             try_incumbent(*leaf)
@@ -397,7 +456,7 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
         a = heuristic(node, pn, pm)
         if bound <= inc + TOL * max(1.0, abs(inc)):
             return
-        heapq.heappush(heap, (-bound, counter, node, pn, pm, a))
+        heapq.heappush(heap, (-bound, counter, node, pn, pm, ubk, a))
         counter += 1
 
     push(root, ev)
@@ -419,8 +478,8 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
         if node_limit is not None and n_nodes >= node_limit:
             status = Status.NODE_LIMIT
             break
-        negb, _, node, pn, pm, a = heapq.heappop(heap)
-        for child in _branch(ctx, node, pn, pm, a):
+        negb, _, node, pn, pm, ubk, a = heapq.heappop(heap)
+        for child in _branch(ctx, node, pn, pm, ubk, a):
             n_nodes += 1
             ev = ctx.evaluate(child)
             if ev is not None and ev[0] > inc + TOL * max(1.0, abs(inc)):
@@ -441,15 +500,11 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
     return BnBOutput(best[0], best[1], inc, float(bound), status, n_nodes, msg)
 
 
-def _branch(ctx: _Ctx, node: _Node, pn, pm, act):
+def _branch(ctx: _Ctx, node: _Node, pn, pm, ubk, act):
     f = ctx.f
     m = ctx.m
     # conv order: largest gap between the bound at the profile and the heuristic's value there
-    gaps = np.empty(m)
-    for k in range(m):
-        t, s = k + 1, f.src[k]
-        ub = ctx.ub_at(k, pn[t], pm[s]) if pm[s] > 0 and pn[t] > 0 else 0.0
-        gaps[k] = ub - (act[k] if act is not None else 0.0)
+    gaps = np.where(ubk > NEG / 2, ubk, 0.0) - (act if act is not None else 0.0)
     order = np.argsort(-gaps, kind="stable")
     # 1) counts
     for k in order:

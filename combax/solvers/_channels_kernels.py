@@ -238,11 +238,14 @@ NEG = -1e300
 
 
 @njit(cache=True)
-def _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, nlo, nhi, mlo, mhi, wobj, lam, prof_n, prof_m):
+def _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, nlo, nhi, mlo, mhi, wobj, lam,
+               prof_n, prof_m):  # fmt: skip
     # mutates prof_n, prof_m (M+1,): the maximising count profile. Returns (value, T-sum, cost) of
     # max over count profiles of sum_k wobj * T_k(n, m) - lam * cost_k(n, m); value NEG if no profile exists.
     # Residual links are relaxed to a <= m (and m - C_src <= a for zero_pad); a conv whose source is not the
-    # previous map sees its source count as free (a relaxation).
+    # previous map sees its source count as free (a relaxation). Where bk[t] >= 0, convs t - 2 and t - 1 form a
+    # block (`_channels_blocks`): their joint table BT[boff[bk[t]] + (b (C_i + 1) + a)(C_t + 1) + a'] replaces
+    # T_{t-2}(a, b) + T_{t-1}(a', a), and the DP steps from map t - 2 to map t.
     m = widths.size - 1
     cmax = 0
     for t in range(m + 1):
@@ -251,6 +254,7 @@ def _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, nlo, nhi, mlo
     val = np.full((m + 1, cmax + 1), NEG)
     argb = np.full((m + 1, cmax + 1), -1, np.int64)
     arga = np.full((m + 1, cmax + 1), -1, np.int64)
+    argx = np.full((m + 1, cmax + 1), -1, np.int64)  # block input counts of block steps
     val[0, widths[0]] = 0.0
     W = np.empty(cmax + 1)
     for k in range(m):
@@ -267,23 +271,26 @@ def _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, nlo, nhi, mlo
                     prevarg = b
         for a in range(widths[t] + 1):
             W[a] = NEG
-        for a in range(nlo[t], nhi[t] + 1):
-            best = NEG
-            barg = -1
-            for b in range(mlo[s], mhi[s] + 1):
-                tv = T[toff[k] + a * (cs + 1) + b]
-                if tv <= NEG / 2:
-                    continue
-                pv = val[s, b] if chain else prevbest
-                if pv <= NEG / 2:
-                    continue
-                c = cost[k] * a * b + lin[k, 0] * b + lin[k, 1] * a + lin[k, 2]
-                x = pv + wobj * tv - lam * c
-                if x > best:
-                    best = x
-                    barg = b
-            W[a] = best
-            argb[t, a] = barg
+        if bk[t] >= 0:
+            _block_step(widths, cost, lin, bk, boff, BT, nlo, nhi, mlo, mhi, wobj, lam, val, t, W, argb, argx)
+        else:
+            for a in range(nlo[t], nhi[t] + 1):
+                best = NEG
+                barg = -1
+                for b in range(mlo[s], mhi[s] + 1):
+                    tv = T[toff[k] + a * (cs + 1) + b]
+                    if tv <= NEG / 2:
+                        continue
+                    pv = val[s, b] if chain else prevbest
+                    if pv <= NEG / 2:
+                        continue
+                    c = cost[k] * a * b + lin[k, 0] * b + lin[k, 1] * a + lin[k, 2]
+                    x = pv + wobj * tv - lam * c
+                    if x > best:
+                        best = x
+                        barg = b
+                W[a] = best
+                argb[t, a] = barg
         kd = res_kind[t]
         if kd == 0:
             for a in range(widths[t] + 1):
@@ -321,11 +328,24 @@ def _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, nlo, nhi, mlo
     mm = marg
     tsum = 0.0
     csum = 0.0
-    for t in range(m, 0, -1):
+    t = m
+    while t > 0:
         a = arga[t, mm]
         prof_m[t] = mm
         prof_n[t] = a
         k = t - 1
+        if bk[t] >= 0:
+            ai = argb[t, a]
+            b = argx[t, a]
+            ci = widths[t - 1]
+            tsum += BT[boff[bk[t]] + (b * (ci + 1) + ai) * (widths[t] + 1) + a]
+            csum += cost[k] * a * ai + lin[k, 0] * ai + lin[k, 1] * a + lin[k, 2]
+            csum += cost[k - 1] * ai * b + lin[k - 1, 0] * b + lin[k - 1, 1] * ai + lin[k - 1, 2]
+            prof_m[t - 1] = ai
+            prof_n[t - 1] = ai
+            mm = b
+            t -= 2
+            continue
         s = src[k]
         cs = widths[s]
         code = argb[t, a]
@@ -338,24 +358,59 @@ def _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, nlo, nhi, mlo
         tsum += T[toff[k] + a * (cs + 1) + b]
         csum += cost[k] * a * b + lin[k, 0] * b + lin[k, 1] * a + lin[k, 2]
         mm = prev
+        t -= 1
     return best, tsum, csum
 
 
 @njit(cache=True)
-def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, nlo, nhi, mlo, mhi, budget, prof_n, prof_m):
+def _block_step(widths, cost, lin, bk, boff, BT, nlo, nhi, mlo, mhi, wobj, lam, val, t, W, argb, argx):
+    # W[a'] = max over the block input count b and inner count a of val[t - 2, b] + wobj BT(b, a, a')
+    # - lam (cost_{t-2}(a, b) + cost_{t-1}(a', a)); argb[t, a'] = a, argx[t, a'] = b. O(C_s C_i C_t).
+    i = t - 1
+    s = t - 2
+    k1 = i - 1
+    k2 = t - 1
+    ci = widths[i]
+    co = widths[t]
+    base = boff[bk[t]]
+    for a2 in range(nlo[t], nhi[t] + 1):
+        best = NEG
+        for a in range(nlo[i], nhi[i] + 1):
+            c2 = cost[k2] * a2 * a + lin[k2, 0] * a + lin[k2, 1] * a2 + lin[k2, 2]
+            for b in range(mlo[s], mhi[s] + 1):
+                pv = val[s, b]
+                if pv <= NEG / 2:
+                    continue
+                tv = BT[base + (b * (ci + 1) + a) * (co + 1) + a2]
+                if tv <= NEG / 2:
+                    continue
+                c1 = cost[k1] * a * b + lin[k1, 0] * b + lin[k1, 1] * a + lin[k1, 2]
+                x = pv + wobj * tv - lam * (c1 + c2)
+                if x > best:
+                    best = x
+                    argb[t, a2] = a
+                    argx[t, a2] = b
+        W[a2] = best
+
+
+@njit(cache=True)
+def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, nlo, nhi, mlo, mhi, budget,
+                     prof_n, prof_m):  # fmt: skip
     # mutates prof_n, prof_m: a budget-feasible maximising profile of the last multiplier tried on the feasible side.
     # Returns (bound, lam): bound = min over the multipliers tried of Phi(lam) = lam B + max_profiles sum T - lam cost,
     # minimised by the tangent-intersection method on this convex piecewise-linear function; NEG if infeasible.
     pn = np.empty_like(prof_n)
     pm = np.empty_like(prof_m)
-    v0, t0, c0 = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, nlo, nhi, mlo, mhi, 1.0, 0.0, pn, pm)
+    v0, t0, c0 = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, nlo, nhi, mlo, mhi, 1.0,
+                            0.0, pn, pm)  # fmt: skip
     if v0 <= NEG / 2:
         return NEG, 0.0
     if c0 <= budget:
         prof_n[:] = pn
         prof_m[:] = pm
         return t0, 0.0
-    vmin, tm, cm = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, nlo, nhi, mlo, mhi, 0.0, 1.0, pn, pm)
+    vmin, tm, cm = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, nlo, nhi, mlo, mhi,
+                              0.0, 1.0, pn, pm)  # fmt: skip
     if cm > budget:
         return NEG, 0.0
     # lo: cost > budget (slope < 0); hi: cost <= budget (slope >= 0)
@@ -364,7 +419,8 @@ def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, nlo, nh
     g_lo = budget - c0
     hi = 1.0
     while True:
-        v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, nlo, nhi, mlo, mhi, 1.0, hi, pn, pm)
+        v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, nlo, nhi, mlo, mhi, 1.0,
+                               hi, pn, pm)  # fmt: skip
         if cc <= budget:
             break
         lo = hi
@@ -386,7 +442,8 @@ def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, nlo, nh
         if not (x > lo and x < hi):
             break
         line = phi_lo + (x - lo) * g_lo
-        v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, nlo, nhi, mlo, mhi, 1.0, x, pn, pm)
+        v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, nlo, nhi, mlo, mhi, 1.0,
+                               x, pn, pm)  # fmt: skip
         phi = v + x * budget
         if phi < best:
             best = phi

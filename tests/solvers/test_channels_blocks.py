@@ -1,0 +1,107 @@
+"""The channel B&B's block bound (combax.solvers._channels_blocks): two convs around a narrow inner map bounded
+jointly by enumerating the inner map's subsets. Specification: the table equals the maximum over every admissible
+(input set, inner set, output set) triple, it never exceeds the two count tables it replaces, and the B&B's root
+bound with blocks stays a valid upper bound that is at least as tight as without them."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from combax.solvers import _channels_bnb as bnb
+from combax.solvers import channels
+from combax.solvers._channels_blocks import _ub_block_kernel, block_offsets, find_blocks
+from combax.solvers._channels_kernels import NEG
+from combax.solvers._channels_layout import flat
+from combax.solvers.channels import ChannelProblem
+
+
+def chain_problem(rng, widths):
+    convs = [(t - 1, t, rng.lognormal(0, 1, size=(widths[t], widths[t - 1]))) for t in range(1, len(widths))]
+    return ChannelProblem(widths, convs, [1.0] * (len(widths) - 1), 1.0)
+
+
+def subsets(fix):
+    """Every subset of the channels allowed by the fixings (1 in, 0 out, -1 free), as boolean masks."""
+    free = np.flatnonzero(fix == -1)
+    for bits in itertools.product((False, True), repeat=free.size):
+        mask = fix == 1
+        mask[free[list(bits)]] = True
+        yield mask
+
+
+def block_table_by_enumeration(f, FU, FV, RO, CO, t):
+    s, i = t - 2, t - 1
+    cs, ci, co = (int(f.widths[x]) for x in (s, i, t))
+    I1 = f.imp[f.off[i - 1] : f.off[i]].reshape(ci, cs)
+    I2 = f.imp[f.off[t - 1] : f.off[t]].reshape(co, ci)
+    table = np.full((cs + 1, ci + 1, co + 1), NEG)
+    cols = FV[s, :cs] if s > 0 else np.ones(cs, np.int8)
+    for A in subsets(FU[i, :ci]):
+        for B in subsets(cols):
+            for O in subsets(FU[t, :co]):
+                if not (A.any() and B.any() and O.any()):  # no map is empty
+                    continue
+                v = (I1[np.ix_(A, B)].sum() + I2[np.ix_(O, A)].sum() + RO[i, :ci][A].sum() + CO[t - 1, :ci][A].sum()
+                     + CO[i - 1, :cs][B].sum() + RO[t, :co][O].sum())  # fmt: skip
+                idx = (B.sum(), A.sum(), O.sum())
+                table[idx] = max(table[idx], v)
+    return table
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_block_table_is_the_maximum_over_every_admissible_triple(seed):
+    rng = np.random.default_rng(seed)
+    widths = [int(rng.integers(1, 4))] + [int(rng.integers(1, 5)) for _ in range(3)]
+    f = flat(chain_problem(rng, widths)._c)
+    m = len(widths) - 1
+    FU = rng.choice(np.array([-1, -1, -1, 0, 1], np.int8), size=(m + 1, f.cmax))
+    FV = FU.copy()  # plain maps: u = v
+    RO = rng.normal(0, 0.5, size=(m + 1, f.cmax))
+    CO = rng.normal(0, 0.5, size=(m, f.cmax))
+    lo = np.ones(m + 1, np.int64)
+    lo[0] = f.widths[0]
+    for t in (2, 3):  # a block on the fixed input map and one after it
+        BT = np.full((widths[t - 2] + 1) * (widths[t - 1] + 1) * (widths[t] + 1) + 5, 7.0)
+        _ub_block_kernel(f.widths, f.imp, f.off, FU, FV, RO, CO, t, lo, f.widths, lo, f.widths, BT, 2)
+        got = BT[2:-3].reshape(widths[t - 2] + 1, widths[t - 1] + 1, widths[t] + 1)
+        want = block_table_by_enumeration(f, FU, FV, RO, CO, t)
+        assert np.array_equal(got <= NEG / 2, want <= NEG / 2), (seed, t)
+        finite = want > NEG / 2
+        np.testing.assert_allclose(got[finite], want[finite], rtol=1e-12, atol=1e-12)
+        assert (BT[:2] == 7.0).all() and (BT[-3:] == 7.0).all(), "the kernel writes only its own table"
+
+
+def test_blocks_found_around_plain_inner_maps_only():
+    p = channels.resnet_cifar(20, 0)
+    f = flat(p._c)
+    # stage 1's inner maps 2, 4, 6 (16 wide) and stage 2's 8, 10, 12 (32 wide); never a residual target inside
+    assert find_blocks(f, 32).tolist() == [3, 5, 7, 9, 11, 13]
+    assert find_blocks(f, 16).tolist() == [3, 5, 7]
+    off = block_offsets(f, find_blocks(f, 16))
+    assert off.tolist() == [0, 17**3, 2 * 17**3, 3 * 17**3]
+    # a plain chain pairs its convs without overlap: (1, 2), (3, 4)
+    chain = flat(chain_problem(np.random.default_rng(0), [3, 4, 4, 4, 4, 4])._c)
+    assert find_blocks(chain, 8).tolist() == [2, 4]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_root_bound_with_blocks_is_valid_and_no_looser(seed):
+    rng = np.random.default_rng(50 + seed)
+    widths = [2] + [int(rng.integers(2, 4)) for _ in range(4)]
+    prob = chain_problem(rng, widths)
+    prob = prob.with_budget(prob.min_resource + rng.uniform(0.2, 0.8) * (prob.full_resource - prob.min_resource))
+    opt = channels.brute_force(prob).objective
+    f = flat(prob._c)
+    ctx = bnb._Ctx(f, prob.budget)
+    root = ctx.root()
+    ctx.RO = rng.normal(0, 0.3, size=ctx.RO.shape)  # any offsets give a valid bound on a chain (u = v everywhere)
+    ctx.CO = np.zeros_like(ctx.CO)
+    for k in range(ctx.m):  # the reader's column offset cancels the producer's row offset: sum u RO - v RO = 0
+        ctx.CO[k, : f.widths[k]] = -ctx.RO[k, : f.widths[k]] if k > 0 else 0.0
+    plain = ctx.evaluate(root)[0]
+    ctx.use_blocks = True
+    blocks = ctx.evaluate(root)[0]
+    assert ctx.blocks.size == 2
+    assert blocks >= opt - 1e-9 * max(1.0, opt)
+    assert blocks <= plain + 1e-9 * max(1.0, plain)
