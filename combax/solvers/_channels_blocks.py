@@ -77,9 +77,51 @@ def _top_prefix(vals, one, n1, free, nf, buf, out):
 
 
 @njit(cache=True)
-def _ub_block_kernel(widths, imp, off, FU, FV, RO, CO, t, nlo, nhi, mlo, mhi, BT, base):
+def _block_entries(const, colsum, rowsum, a, c_one, c1, c_free, cf, r_one, r1, r_free, rf, blo, bhi, alo, ahi, ci,
+                   co, buf, f1, f2, BT, base):  # fmt: skip
+    # raise BT(b, a, a') to F(b, A, a') for one inner set A of size a given by its sums (module docstring)
+    _top_prefix(colsum, c_one, c1, c_free, cf, buf, f1)
+    _top_prefix(rowsum, r_one, r1, r_free, rf, buf, f2)
+    for b in range(blo, bhi + 1):
+        x = const + f1[b - c1]
+        row = base + (b * (ci + 1) + a) * (co + 1)
+        for a2 in range(alo, ahi + 1):
+            v = x + f2[a2 - r1]
+            if v > BT[row + a2]:
+                BT[row + a2] = v
+
+
+@njit(cache=True)
+def _n_sets(n, d):
+    # sum_{r <= d} C(n, r)
+    tot = 0
+    c = 1
+    for r in range(d + 1):
+        tot += c
+        c = c * (n - r) // (r + 1)
+    return tot
+
+
+@njit(cache=True)
+def block_plan(n_one, n_free, width, max_all, max_near):
+    """(lo, hi, d): the inner counts lo <= a <= hi where a block table is exact, given the inner map's fixed-1 and
+    free channels, and the number d of free channels its enumerated sets drop at most (-1: every subset). Every
+    subset while 2^f <= max_all, else the largest d with sum_{r <= d} C(f, r) <= max_near."""
+    if n_free < 62 and (1 << n_free) <= max_all:
+        return 0, width, -1
+    d = 0
+    while d < n_free and _n_sets(n_free, d + 1) <= max_near:
+        d += 1
+    return n_one + n_free - d, width, d
+
+
+@njit(cache=True)
+def _ub_block_kernel(widths, imp, off, FU, FV, RO, CO, t, nlo, nhi, mlo, mhi, BT, base, max_all, max_near):
     # mutates BT[base : base + (C_s + 1)(C_i + 1)(C_t + 1)]: BT[(b (C_i + 1) + a)(C_t + 1) + a'] of the block ending
-    # at map t (see the module docstring); NEG where no completion has those counts.
+    # at map t (see the module docstring). Returns (lo, hi): BT is exact for the inner counts lo <= a <= hi (NEG
+    # where no completion has those counts) and not written elsewhere. With f free inner channels, every subset is
+    # enumerated when 2^f <= max_all (lo, hi = 0, C_i); otherwise the inner sets that drop at most d free channels,
+    # the largest d with sum_{r <= d} C(f, r) <= max_near (lo = #fixed-1 + f - d). See `block_plan`.
     i = t - 1
     s = t - 2
     k1 = i - 1
@@ -123,30 +165,65 @@ def _ub_block_kernel(widths, imp, off, FU, FV, RO, CO, t, nlo, nhi, mlo, mhi, BT
     buf = np.empty(cmax)
     f1 = np.empty(cs + 1)
     f2 = np.empty(co + 1)
-    a = n1
-    mask = 0
-    for step in range(1 << nf):
-        if step > 0:
-            p = 0
-            while not (step >> p) & 1:
-                p += 1
-            j = in_free[p]
-            sign = -1.0 if (mask >> p) & 1 else 1.0
-            mask ^= 1 << p
-            a += 1 if sign > 0 else -1
-            const += sign * (RO[i, j] + CO[k2, j])
-            for c in range(cs):
-                colsum[c] += sign * imp[o1 + j * cs + c]
-            for o in range(co):
-                rowsum[o] += sign * imp[o2 + o * ci + j]
+    lo, hi, d = block_plan(n1, nf, ci, max_all, max_near)
+    if d < 0:
+        # every inner set, in Gray-code order: one free channel in or out per step
+        a = n1
+        mask = 0
+        for step in range(1 << nf):
+            if step > 0:
+                p = 0
+                while not (step >> p) & 1:
+                    p += 1
+                j = in_free[p]
+                sign = -1.0 if (mask >> p) & 1 else 1.0
+                mask ^= 1 << p
+                a += 1 if sign > 0 else -1
+                const += sign * (RO[i, j] + CO[k2, j])
+                for c in range(cs):
+                    colsum[c] += sign * imp[o1 + j * cs + c]
+                for o in range(co):
+                    rowsum[o] += sign * imp[o2 + o * ci + j]
+            if nlo[i] <= a <= nhi[i]:
+                _block_entries(const, colsum, rowsum, a, c_one, c1, c_free, cf, r_one, r1, r_free, rf, blo, bhi, alo,
+                               ahi, ci, co, buf, f1, f2, BT, base)  # fmt: skip
+        return lo, hi
+    # the inner sets that drop at most d free channels, each from the sums over all of them
+    for p in range(nf):
+        j = in_free[p]
+        const += RO[i, j] + CO[k2, j]
+        for c in range(cs):
+            colsum[c] += imp[o1 + j * cs + c]
+        for o in range(co):
+            rowsum[o] += imp[o2 + o * ci + j]
+    cs_drop = np.empty(cs)
+    rs_drop = np.empty(co)
+    idx = np.empty(max(d, 1), np.int64)
+    for r in range(d + 1):
+        a = n1 + nf - r
         if a < nlo[i] or a > nhi[i]:
             continue
-        _top_prefix(colsum, c_one, c1, c_free, cf, buf, f1)
-        _top_prefix(rowsum, r_one, r1, r_free, rf, buf, f2)
-        for b in range(blo, bhi + 1):
-            x = const + f1[b - c1]
-            row = base + (b * (ci + 1) + a) * (co + 1)
-            for a2 in range(alo, ahi + 1):
-                v = x + f2[a2 - r1]
-                if v > BT[row + a2]:
-                    BT[row + a2] = v
+        for p in range(r):
+            idx[p] = p
+        while True:
+            x = const
+            cs_drop[:] = colsum
+            rs_drop[:] = rowsum
+            for p in range(r):
+                j = in_free[idx[p]]
+                x -= RO[i, j] + CO[k2, j]
+                for c in range(cs):
+                    cs_drop[c] -= imp[o1 + j * cs + c]
+                for o in range(co):
+                    rs_drop[o] -= imp[o2 + o * ci + j]
+            _block_entries(x, cs_drop, rs_drop, a, c_one, c1, c_free, cf, r_one, r1, r_free, rf, blo, bhi, alo, ahi,
+                           ci, co, buf, f1, f2, BT, base)  # fmt: skip
+            p = r - 1  # next r-combination of the free channels
+            while p >= 0 and idx[p] == nf - r + p:
+                p -= 1
+            if p < 0:
+                break
+            idx[p] += 1
+            for q in range(p + 1, r):
+                idx[q] = idx[q - 1] + 1
+    return lo, hi

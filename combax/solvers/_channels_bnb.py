@@ -23,9 +23,10 @@ Bound of a node (valid for every completion):
    is applied lazily: to the rows a and columns b of the DP's profile, re-solving the Lagrangian until the profile
    uses only tightened entries (at most ``FOLD_ROUNDS`` times).
 5. Block bounds (with multipliers, once they are chosen): two chain convs around a plain inner map with a single
-   reader are bounded jointly by enumerating the inner map's free subsets (:mod:`combax.solvers._channels_blocks`)
-   while there are at most ``BLOCK_FREE`` of them: both convs share the inner set, where the count tables let each
-   row choose its own. The DP steps over the block from its input's count to its output's count. A block table
+   reader are bounded jointly by enumerating the inner map's free subsets (:mod:`combax.solvers._channels_blocks`):
+   all of them while there are at most ``BLOCK_ALL``, else those that drop at most d free channels, at most
+   ``BLOCK_NEAR`` sets (exact for the inner counts near the full width; the count tables elsewhere). Both convs share the inner set, where the count
+   tables let each row choose its own. The DP steps over the block from its input's count to its output's count. A block table
    depends only on the fixings of its three maps, so it is cached and reused by every node with the same fixings.
 
 Incumbents: the original greedy (alternating top-k, then ratio fill) at the root, improved by local search
@@ -39,7 +40,7 @@ the free channel of highest total incident importance (child "kept" first). Node
 bound), pruned when bound <= incumbent (1 + 1e-9).
 
 Complexity: worst-case exponential in the number of binaries, O(sum_l C_l C_s log C) per node plus, per block whose
-table is not cached, O(2^f (C_s C_t + (C_s + C_t) log)) for its f <= ``BLOCK_FREE`` free inner channels.
+table is not cached, O(BLOCK_ALL (C_s C_t + (C_s + C_t) log)).
 """
 
 from __future__ import annotations
@@ -51,10 +52,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._channels_blocks import _ub_block_kernel, block_offsets, find_blocks
+from ._channels_blocks import _ub_block_kernel, block_offsets, block_plan, find_blocks
 from ._channels_greedy import greedy_state, resource_of
 from ._channels_kernels import (
     NEG,
+    _block_value,
     _fill_kernel,
     _lagrange_kernel,
     _mu_subgrad_kernel,
@@ -80,9 +82,10 @@ MU_SHARE = 0.15  # at most this share of the time limit goes to the root's multi
 MU_ITERS = 300
 FOLD = True  # tighten the tables lazily by the folded bounds at every node
 FOLD_ROUNDS = 8
-BLOCKS = True  # bound blocks around inner maps of at most BLOCK_FREE free channels exactly (`_channels_blocks`)
+BLOCKS = True  # bound two convs around an inner map jointly (`_channels_blocks`)
 BLOCK_WIDTH = 32  # widest inner map considered for a block
-BLOCK_FREE = 16  # enumerate the 2^f inner sets of a block only while f <= BLOCK_FREE
+BLOCK_ALL = 1 << 16  # enumerate all 2^f inner sets of a block while 2^f <= BLOCK_ALL, else
+BLOCK_NEAR = 600  # those that drop at most d free channels, at most BLOCK_NEAR sets (d = 2 on a 32-wide map)
 BLOCK_CACHE = 4096  # block tables kept (least recently used dropped); each (C_s + 1)(C_i + 1)(C_t + 1) floats
 
 
@@ -138,6 +141,7 @@ class _Ctx:
         self.blocks = find_blocks(f, BLOCK_WIDTH)  # output maps of the blocks
         self.boff = block_offsets(f, self.blocks)
         self.BT = np.empty(max(int(self.boff[-1]), 1))
+        self.bex = np.zeros((max(self.blocks.size, 1), 2), np.int64)  # inner counts where a block table is exact
         self.no_blocks = np.full(m + 1, -1, np.int64)
         self.use_blocks = False  # set once the multipliers are chosen, like `fold`
         # a block table depends only on its three maps' fixings (and the multipliers, fixed once blocks are used):
@@ -175,8 +179,8 @@ class _Ctx:
         pn = np.zeros(self.m + 1, np.int64)
         pm = np.zeros(self.m + 1, np.int64)
         bound, _ = _lagrange_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T, bk,
-                                    self.boff, self.BT, node.nlo, node.nhi, node.mlo, node.mhi, self.budget_relaxed,
-                                    pn, pm)  # fmt: skip
+                                    self.boff, self.BT, self.bex, node.nlo, node.nhi, node.mlo, node.mhi,
+                                    self.budget_relaxed, pn, pm)  # fmt: skip
         if bound <= NEG / 2:
             return None
         if self.fold:
@@ -185,8 +189,6 @@ class _Ctx:
             m = self.m
             done_a = np.zeros((m, f.cmax + 1), bool)
             done_b = np.zeros((m, f.cmax + 1), bool)
-            for t in self.blocks[bk[self.blocks] >= 0]:  # the DP reads the block tables there, not T
-                done_a[t - 2 : t] = done_b[t - 2 : t] = True
             for _ in range(FOLD_ROUNDS):
                 fa = np.full(m, -1, np.int64)
                 fb = np.full(m, -1, np.int64)
@@ -204,7 +206,7 @@ class _Ctx:
                 _ub_tables_fold_kernel(f.widths, f.src, f.imp, f.off, node.FU, node.FV, self.toff, self.T, self.RO,
                                        self.CO, node.nlo, node.nhi, node.mlo, node.mhi, fa, fb)  # fmt: skip
                 b2, _ = _lagrange_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T,
-                                         bk, self.boff, self.BT, node.nlo, node.nhi, node.mlo, node.mhi,
+                                         bk, self.boff, self.BT, self.bex, node.nlo, node.nhi, node.mlo, node.mhi,
                                          self.budget_relaxed, pn, pm)  # fmt: skip
                 if b2 <= NEG / 2:  # cannot happen (folding keeps every finite entry finite); keep the last bound
                     break
@@ -213,33 +215,38 @@ class _Ctx:
         for q, t in enumerate(self.blocks):
             if bk[t] >= 0:  # the block's value at the profile, its excess over the two tables taken half from each
                 u1, u2 = ubk[t - 2], ubk[t - 1]
-                excess = u1 + u2 - self.BT[self.boff[q] + (pm[t - 2] * (f.widths[t - 1] + 1) + pn[t - 1])
-                                           * (f.widths[t] + 1) + pn[t]]  # fmt: skip
+                excess = u1 + u2 - _block_value(f.widths, self.toff, self.T, self.boff, self.BT, self.bex, q, t,
+                                                pm[t - 2], pn[t - 1], pn[t])  # fmt: skip
                 ubk[t - 2], ubk[t - 1] = u1 - excess / 2, u2 - excess / 2
         return bound, pn, pm, ubk
 
     def block_tables(self, node: _Node) -> np.ndarray:
-        """Fill the block tables of ``node`` where the inner map has at most BLOCK_FREE free channels; returns the
-        DP's block index per map (-1: no block ends there)."""
+        """Fill the block tables of ``node`` and their exact inner-count ranges; returns the DP's block index per map
+        (-1: no block ends there)."""
         f = self.f
         bk = self.no_blocks.copy()
         lo = np.ones(self.m + 1, np.int64)
         lo[0] = f.widths[0]
         for q, t in enumerate(self.blocks):
-            if np.count_nonzero(node.FU[t - 1, : f.widths[t - 1]] < 0) > BLOCK_FREE:
+            inner = node.FU[t - 1, : f.widths[t - 1]]
+            lo_a, _, _ = block_plan(np.count_nonzero(inner == 1), np.count_nonzero(inner < 0), f.widths[t - 1],
+                                    BLOCK_ALL, BLOCK_NEAR)  # fmt: skip
+            if node.nhi[t - 1] < lo_a:  # no inner count of this node where the table would be exact
                 continue
             at = slice(self.boff[q], self.boff[q + 1])
             key = (q, node.FV[t - 2].tobytes(), node.FU[t - 1].tobytes(), node.FU[t].tobytes())
-            table = self.block_cache.get(key)
-            if table is None:
-                _ub_block_kernel(f.widths, f.imp, f.off, node.FU, node.FV, self.RO, self.CO, t, lo, f.widths, lo,
-                                 f.widths, self.BT, self.boff[q])  # fmt: skip
-                self.block_cache[key] = self.BT[at].copy()
+            hit = self.block_cache.get(key)
+            if hit is None:
+                exact = _ub_block_kernel(f.widths, f.imp, f.off, node.FU, node.FV, self.RO, self.CO, t, lo, f.widths,
+                                         lo, f.widths, self.BT, self.boff[q], BLOCK_ALL,
+                                         BLOCK_NEAR)  # fmt: skip
+                self.block_cache[key] = (self.BT[at].copy(), exact)
                 if len(self.block_cache) > BLOCK_CACHE:
                     self.block_cache.popitem(last=False)
             else:
                 self.block_cache.move_to_end(key)
-                self.BT[at] = table
+                self.BT[at], exact = hit
+            self.bex[q] = exact
             bk[t] = q
         return bk
 
@@ -296,7 +303,7 @@ class _Ctx:
             RO, CO = offsets(*x)
             _ub_tables_mu_kernel(f.widths, f.src, f.imp, f.off, node.FU, node.FV, self.toff, self.T, RO, CO)
             b, _ = _lagrange_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T,
-                                    self.no_blocks, self.boff, self.BT, node.nlo, node.nhi, node.mlo, node.mhi,
+                                    self.no_blocks, self.boff, self.BT, self.bex, node.nlo, node.nhi, node.mlo, node.mhi,
                                     self.budget_relaxed, pn, pm)  # fmt: skip
             if b <= NEG / 2:
                 return b, None

@@ -238,14 +238,15 @@ NEG = -1e300
 
 
 @njit(cache=True)
-def _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, nlo, nhi, mlo, mhi, wobj, lam,
+def _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo, mhi, wobj, lam,
                prof_n, prof_m):  # fmt: skip
     # mutates prof_n, prof_m (M+1,): the maximising count profile. Returns (value, T-sum, cost) of
     # max over count profiles of sum_k wobj * T_k(n, m) - lam * cost_k(n, m); value NEG if no profile exists.
     # Residual links are relaxed to a <= m (and m - C_src <= a for zero_pad); a conv whose source is not the
     # previous map sees its source count as free (a relaxation). Where bk[t] >= 0, convs t - 2 and t - 1 form a
-    # block (`_channels_blocks`): their joint table BT[boff[bk[t]] + (b (C_i + 1) + a)(C_t + 1) + a'] replaces
-    # T_{t-2}(a, b) + T_{t-1}(a', a), and the DP steps from map t - 2 to map t.
+    # block (`_channels_blocks`): for inner counts bex[bk[t], 0] <= a <= bex[bk[t], 1] their joint table
+    # BT[boff[bk[t]] + (b (C_i + 1) + a)(C_t + 1) + a'] replaces T_{t-2}(a, b) + T_{t-1}(a', a), and the DP steps
+    # from map t - 2 to map t.
     m = widths.size - 1
     cmax = 0
     for t in range(m + 1):
@@ -272,7 +273,8 @@ def _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT,
         for a in range(widths[t] + 1):
             W[a] = NEG
         if bk[t] >= 0:
-            _block_step(widths, cost, lin, bk, boff, BT, nlo, nhi, mlo, mhi, wobj, lam, val, t, W, argb, argx)
+            _block_step(widths, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo, mhi, wobj, lam, val, t, W, argb,
+                        argx)  # fmt: skip
         else:
             for a in range(nlo[t], nhi[t] + 1):
                 best = NEG
@@ -337,8 +339,7 @@ def _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT,
         if bk[t] >= 0:
             ai = argb[t, a]
             b = argx[t, a]
-            ci = widths[t - 1]
-            tsum += BT[boff[bk[t]] + (b * (ci + 1) + ai) * (widths[t] + 1) + a]
+            tsum += _block_value(widths, toff, T, boff, BT, bex, bk[t], t, b, ai, a)
             csum += cost[k] * a * ai + lin[k, 0] * ai + lin[k, 1] * a + lin[k, 2]
             csum += cost[k - 1] * ai * b + lin[k - 1, 0] * b + lin[k - 1, 1] * ai + lin[k - 1, 2]
             prof_m[t - 1] = ai
@@ -363,25 +364,65 @@ def _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT,
 
 
 @njit(cache=True)
-def _block_step(widths, cost, lin, bk, boff, BT, nlo, nhi, mlo, mhi, wobj, lam, val, t, W, argb, argx):
+def _block_value(widths, toff, T, boff, BT, bex, q, t, b, a, a2):
+    # bound of the block q ending at map t (convs t - 2, t - 1) at input count b, inner count a, output count a':
+    # the block table where exact, else the sum of the two count tables; NEG if impossible
+    ci = widths[t - 1]
+    if bex[q, 0] <= a <= bex[q, 1]:
+        return BT[boff[q] + (b * (ci + 1) + a) * (widths[t] + 1) + a2]
+    t1 = T[toff[t - 2] + a * (widths[t - 2] + 1) + b]
+    t2 = T[toff[t - 1] + a2 * (ci + 1) + a]
+    if t1 <= NEG / 2 or t2 <= NEG / 2:
+        return NEG
+    return t1 + t2
+
+
+@njit(cache=True)
+def _block_step(widths, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo, mhi, wobj, lam, val, t, W, argb, argx):
     # W[a'] = max over the block input count b and inner count a of val[t - 2, b] + wobj BT(b, a, a')
-    # - lam (cost_{t-2}(a, b) + cost_{t-1}(a', a)); argb[t, a'] = a, argx[t, a'] = b. O(C_s C_i C_t).
+    # - lam (cost_{t-2}(a, b) + cost_{t-1}(a', a)); argb[t, a'] = a, argx[t, a'] = b. Inner counts where the block
+    # table is not exact split into the two convs' steps: O(C_s C_i C_t) over the exact counts, O(C_i (C_s + C_t))
+    # over the others.
     i = t - 1
     s = t - 2
     k1 = i - 1
     k2 = t - 1
+    q = bk[t]
     ci = widths[i]
-    co = widths[t]
-    base = boff[bk[t]]
+    cs = widths[s]
+    g = np.full(ci + 1, NEG)  # inner counts a outside the exact range: the best of conv t - 2 alone, at g_arg[a]
+    g_arg = np.full(ci + 1, -1, np.int64)
+    for a in range(nlo[i], nhi[i] + 1):
+        if bex[q, 0] <= a <= bex[q, 1]:
+            continue
+        for b in range(mlo[s], mhi[s] + 1):
+            pv = val[s, b]
+            tv = T[toff[k1] + a * (cs + 1) + b]
+            if pv <= NEG / 2 or tv <= NEG / 2:
+                continue
+            x = pv + wobj * tv - lam * (cost[k1] * a * b + lin[k1, 0] * b + lin[k1, 1] * a + lin[k1, 2])
+            if x > g[a]:
+                g[a] = x
+                g_arg[a] = b
     for a2 in range(nlo[t], nhi[t] + 1):
         best = NEG
         for a in range(nlo[i], nhi[i] + 1):
             c2 = cost[k2] * a2 * a + lin[k2, 0] * a + lin[k2, 1] * a2 + lin[k2, 2]
+            if not (bex[q, 0] <= a <= bex[q, 1]):
+                tv = T[toff[k2] + a2 * (ci + 1) + a]
+                if g[a] <= NEG / 2 or tv <= NEG / 2:
+                    continue
+                x = g[a] + wobj * tv - lam * c2
+                if x > best:
+                    best = x
+                    argb[t, a2] = a
+                    argx[t, a2] = g_arg[a]
+                continue
             for b in range(mlo[s], mhi[s] + 1):
                 pv = val[s, b]
                 if pv <= NEG / 2:
                     continue
-                tv = BT[base + (b * (ci + 1) + a) * (co + 1) + a2]
+                tv = BT[boff[q] + (b * (ci + 1) + a) * (widths[t] + 1) + a2]
                 if tv <= NEG / 2:
                     continue
                 c1 = cost[k1] * a * b + lin[k1, 0] * b + lin[k1, 1] * a + lin[k1, 2]
@@ -394,22 +435,22 @@ def _block_step(widths, cost, lin, bk, boff, BT, nlo, nhi, mlo, mhi, wobj, lam, 
 
 
 @njit(cache=True)
-def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, nlo, nhi, mlo, mhi, budget,
-                     prof_n, prof_m):  # fmt: skip
+def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo, mhi,
+                     budget, prof_n, prof_m):  # fmt: skip
     # mutates prof_n, prof_m: a budget-feasible maximising profile of the last multiplier tried on the feasible side.
     # Returns (bound, lam): bound = min over the multipliers tried of Phi(lam) = lam B + max_profiles sum T - lam cost,
     # minimised by the tangent-intersection method on this convex piecewise-linear function; NEG if infeasible.
     pn = np.empty_like(prof_n)
     pm = np.empty_like(prof_m)
-    v0, t0, c0 = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, nlo, nhi, mlo, mhi, 1.0,
-                            0.0, pn, pm)  # fmt: skip
+    v0, t0, c0 = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo, mhi,
+                            1.0, 0.0, pn, pm)  # fmt: skip
     if v0 <= NEG / 2:
         return NEG, 0.0
     if c0 <= budget:
         prof_n[:] = pn
         prof_m[:] = pm
         return t0, 0.0
-    vmin, tm, cm = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, nlo, nhi, mlo, mhi,
+    vmin, tm, cm = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo, mhi,
                               0.0, 1.0, pn, pm)  # fmt: skip
     if cm > budget:
         return NEG, 0.0
@@ -419,8 +460,8 @@ def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, bof
     g_lo = budget - c0
     hi = 1.0
     while True:
-        v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, nlo, nhi, mlo, mhi, 1.0,
-                               hi, pn, pm)  # fmt: skip
+        v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo, mhi,
+                               1.0, hi, pn, pm)  # fmt: skip
         if cc <= budget:
             break
         lo = hi
@@ -442,8 +483,8 @@ def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, bof
         if not (x > lo and x < hi):
             break
         line = phi_lo + (x - lo) * g_lo
-        v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, nlo, nhi, mlo, mhi, 1.0,
-                               x, pn, pm)  # fmt: skip
+        v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo, mhi,
+                               1.0, x, pn, pm)  # fmt: skip
         phi = v + x * budget
         if phi < best:
             best = phi

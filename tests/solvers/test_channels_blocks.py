@@ -4,6 +4,7 @@ jointly by enumerating the inner map's subsets. Specification: the table equals 
 bound with blocks stays a valid upper bound that is at least as tight as without them."""
 
 import itertools
+from math import comb
 
 import numpy as np
 import pytest
@@ -50,9 +51,12 @@ def block_table_by_enumeration(f, FU, FV, RO, CO, t):
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_block_table_is_the_maximum_over_every_admissible_triple(seed):
+@pytest.mark.parametrize("max_all, max_near", [(1 << 16, 0), (4, 5), (1, 1)])
+def test_block_table_is_the_maximum_over_every_admissible_triple(seed, max_all, max_near):
+    # every inner set while 2^f <= max_all (exact for every inner count); else only the inner sets that drop at most
+    # d free channels, exact for the inner counts the kernel reports
     rng = np.random.default_rng(seed)
-    widths = [int(rng.integers(1, 4))] + [int(rng.integers(1, 5)) for _ in range(3)]
+    widths = [int(rng.integers(1, 4))] + [int(rng.integers(1, 6)) for _ in range(3)]
     f = flat(chain_problem(rng, widths)._c)
     m = len(widths) - 1
     FU = rng.choice(np.array([-1, -1, -1, 0, 1], np.int8), size=(m + 1, f.cmax))
@@ -62,10 +66,20 @@ def test_block_table_is_the_maximum_over_every_admissible_triple(seed):
     lo = np.ones(m + 1, np.int64)
     lo[0] = f.widths[0]
     for t in (2, 3):  # a block on the fixed input map and one after it
-        BT = np.full((widths[t - 2] + 1) * (widths[t - 1] + 1) * (widths[t] + 1) + 5, 7.0)
-        _ub_block_kernel(f.widths, f.imp, f.off, FU, FV, RO, CO, t, lo, f.widths, lo, f.widths, BT, 2)
-        got = BT[2:-3].reshape(widths[t - 2] + 1, widths[t - 1] + 1, widths[t] + 1)
-        want = block_table_by_enumeration(f, FU, FV, RO, CO, t)
+        shape = (widths[t - 2] + 1, widths[t - 1] + 1, widths[t] + 1)
+        BT = np.full(int(np.prod(shape)) + 5, 7.0)
+        a_lo, a_hi = _ub_block_kernel(f.widths, f.imp, f.off, FU, FV, RO, CO, t, lo, f.widths, lo, f.widths, BT, 2,
+                                      max_all, max_near)  # fmt: skip
+        n_fixed = int((FU[t - 1, : widths[t - 1]] == 1).sum())
+        n_free = int((FU[t - 1, : widths[t - 1]] == -1).sum())
+        if max_all >= 1 << n_free:
+            assert (a_lo, a_hi) == (0, widths[t - 1])
+        else:
+            dropped = n_fixed + n_free - a_lo  # the largest d with sum_{r <= d} C(f, r) <= max_near
+            assert sum(comb(n_free, r) for r in range(dropped + 1)) <= max(max_near, 1)
+            assert dropped == n_free or sum(comb(n_free, r) for r in range(dropped + 2)) > max_near
+        got = BT[2:-3].reshape(shape)[:, a_lo : a_hi + 1]
+        want = block_table_by_enumeration(f, FU, FV, RO, CO, t)[:, a_lo : a_hi + 1]
         assert np.array_equal(got <= NEG / 2, want <= NEG / 2), (seed, t)
         finite = want > NEG / 2
         np.testing.assert_allclose(got[finite], want[finite], rtol=1e-12, atol=1e-12)
