@@ -1,4 +1,4 @@
-r"""Exact block bounds for the channel B&B: two convs around a narrow inner map, bounded jointly.
+r"""Block bounds for the channel B&B: two convs around an inner map, bounded jointly.
 
 A *block* is a pair of chain convs ``s -> i -> t`` (conv ``i - 1`` then conv ``t - 1``, with ``s = i - 1``) whose
 inner map ``i`` is plain (u = v, not a shortcut source) and read only by the second conv. For a fixed inner set A
@@ -14,9 +14,13 @@ above the sum of the two convs' count tables: those let every row choose its own
 kept columns B of the block input and the kept rows of the block output stay free of the rest of the network (as in
 the count tables). The DP then steps from the block input's count straight to the block output's count.
 
-Cost: 2^f subsets of the f free inner channels, in Gray-code order (one row and one column updated per subset),
-each O((C_s + C_t) log + C_s C_t): about 10 ms for a 16-wide ResNet stage-1 block. Blocks whose inner map has more
-than ``max_free`` free channels at a node fall back to the count tables there.
+Enumeration (`_ub_block_kernel`): all 2^f subsets of the f free inner channels while 2^f <= ``max_all``, in Gray-code
+order (one row and one column updated per subset), each O((C_s + C_t) log + C_s C_t): about 40 ms for a 16-wide
+ResNet stage-1 block. Wider inner maps get the exact table only for the inner counts near their full width (the sets
+that drop at most d free channels), and a valid inexact table for the other counts from parts of the inner map
+(`_ub_block_split_kernel`: each part of at most ``part`` channels chooses its own columns and rows, a relaxation
+between the exact table and the count tables, where every single row chooses its own). A table depends only on the
+fixings of its three maps and the multipliers, so the B&B caches it.
 """
 
 from __future__ import annotations
@@ -227,3 +231,114 @@ def _ub_block_kernel(widths, imp, off, FU, FV, RO, CO, t, nlo, nhi, mlo, mhi, BT
             for q in range(p + 1, r):
                 idx[q] = idx[q - 1] + 1
     return lo, hi
+
+
+@njit(cache=True)
+def _ub_block_split_kernel(widths, imp, off, FU, FV, RO, CO, t, part, out):
+    # mutates out ((C_s + 1)(C_i + 1)(C_t + 1),), laid out as BT: a valid but inexact block table for every inner
+    # count. The free inner channels are split into consecutive parts of at most `part`; each part's sets are
+    # enumerated (Gray code) into a part table PT_h(b, x, a') = max over x-sets of the part of F restricted to them,
+    # and BT(b, a, a') <= max over x_1 + ... + x_H = a - #fixed-1 of sum_h PT_h(b, x_h, a'): the top-b sum (and the
+    # top-a' sum) of a sum of vectors is at most the sum of their top-b sums, fixed-1 entries being linear. Offsets
+    # and fixed-1 inner channels go with the first part. O(H 2^part (C_s C_t + (C_s + C_t) log) + H C_s C_i^2 C_t).
+    i = t - 1
+    s = t - 2
+    k1 = i - 1
+    k2 = t - 1
+    cs = widths[s]
+    ci = widths[i]
+    co = widths[t]
+    o1 = off[k1]
+    o2 = off[k2]
+    cmax = max(cs, max(ci, co))
+    in_one = np.empty(cmax, np.int64)
+    in_free = np.empty(cmax, np.int64)
+    c_one = np.empty(cmax, np.int64)
+    c_free = np.empty(cmax, np.int64)
+    r_one = np.empty(cmax, np.int64)
+    r_free = np.empty(cmax, np.int64)
+    n1, nf = _split_fixings(FU, i, ci, False, in_one, in_free)
+    c1, cf = _split_fixings(FV, s, cs, s == 0, c_one, c_free)
+    r1, rf = _split_fixings(FU, t, co, False, r_one, r_free)
+    blo = max(1, c1)
+    bhi = c1 + cf
+    alo = max(1, r1)
+    ahi = r1 + rf
+    buf = np.empty(cmax)
+    f1 = np.empty(cs + 1)
+    f2 = np.empty(co + 1)
+    colsum = np.empty(cs)
+    rowsum = np.empty(co)
+    cur = np.full((cs + 1) * (ci + 1) * (co + 1), NEG)  # the combined table of the parts so far, over x = a - n1
+    nxt = np.empty_like(cur)
+    done = 0  # free channels in the parts so far
+    h = 0
+    while h == 0 or done < nf:
+        sz = min(part, nf - done)
+        pt = np.full((cs + 1) * (sz + 1) * (co + 1), NEG)
+        const = 0.0
+        for c in range(cs):
+            colsum[c] = 0.0
+        for o in range(co):
+            rowsum[o] = 0.0
+        if h == 0:
+            for c in range(cs):
+                colsum[c] = CO[k1, c]
+            for o in range(co):
+                rowsum[o] = RO[t, o]
+            for p in range(n1):
+                j = in_one[p]
+                const += RO[i, j] + CO[k2, j]
+                for c in range(cs):
+                    colsum[c] += imp[o1 + j * cs + c]
+                for o in range(co):
+                    rowsum[o] += imp[o2 + o * ci + j]
+        x = 0
+        mask = 0
+        for step in range(1 << sz):
+            if step > 0:
+                p = 0
+                while not (step >> p) & 1:
+                    p += 1
+                j = in_free[done + p]
+                sign = -1.0 if (mask >> p) & 1 else 1.0
+                mask ^= 1 << p
+                x += 1 if sign > 0 else -1
+                const += sign * (RO[i, j] + CO[k2, j])
+                for c in range(cs):
+                    colsum[c] += sign * imp[o1 + j * cs + c]
+                for o in range(co):
+                    rowsum[o] += sign * imp[o2 + o * ci + j]
+            _block_entries(const, colsum, rowsum, x, c_one, c1, c_free, cf, r_one, r1, r_free, rf, blo, bhi, alo,
+                           ahi, sz, co, buf, f1, f2, pt, 0)  # fmt: skip
+        if h == 0:
+            for b in range(blo, bhi + 1):
+                for xx in range(sz + 1):
+                    src = (b * (sz + 1) + xx) * (co + 1)
+                    dst = (b * (ci + 1) + xx) * (co + 1)
+                    for a2 in range(alo, ahi + 1):
+                        cur[dst + a2] = pt[src + a2]
+        else:
+            nxt[:] = NEG
+            for b in range(blo, bhi + 1):
+                for y in range(done + 1):
+                    row_y = (b * (ci + 1) + y) * (co + 1)
+                    for xx in range(sz + 1):
+                        row_x = (b * (sz + 1) + xx) * (co + 1)
+                        row_n = (b * (ci + 1) + y + xx) * (co + 1)
+                        for a2 in range(alo, ahi + 1):
+                            v = cur[row_y + a2] + pt[row_x + a2]
+                            if v > nxt[row_n + a2]:
+                                nxt[row_n + a2] = v
+            cur, nxt = nxt, cur
+        done += sz
+        h += 1
+    for q in range(out.size):
+        out[q] = NEG
+    for b in range(blo, bhi + 1):
+        for y in range(1 if n1 == 0 else 0, nf + 1):  # no empty inner map
+            src = (b * (ci + 1) + y) * (co + 1)
+            dst = (b * (ci + 1) + n1 + y) * (co + 1)
+            for a2 in range(alo, ahi + 1):
+                v = cur[src + a2]
+                out[dst + a2] = v if v > NEG / 2 else NEG

@@ -23,11 +23,16 @@ Bound of a node (valid for every completion):
    is applied lazily: to the rows a and columns b of the DP's profile, re-solving the Lagrangian until the profile
    uses only tightened entries (at most ``FOLD_ROUNDS`` times).
 5. Block bounds (with multipliers, once they are chosen): two chain convs around a plain inner map with a single
-   reader are bounded jointly by enumerating the inner map's free subsets (:mod:`combax.solvers._channels_blocks`):
-   all of them while there are at most ``BLOCK_ALL``, else those that drop at most d free channels, at most
-   ``BLOCK_NEAR`` sets (exact for the inner counts near the full width; the count tables elsewhere). Both convs share the inner set, where the count
-   tables let each row choose its own. The DP steps over the block from its input's count to its output's count. A block table
-   depends only on the fixings of its three maps, so it is cached and reused by every node with the same fixings.
+   reader are bounded jointly by enumerating inner sets (:mod:`combax.solvers._channels_blocks`): all of them while
+   there are at most ``BLOCK_ALL``, else those that drop at most d free channels, at most ``BLOCK_NEAR`` sets (exact
+   for the inner counts near the full width), and for the other counts a table from parts of ``BLOCK_PART``
+   channels, each choosing its own columns and rows. Both convs share the inner set, where the count tables let each
+   row choose its own. The DP steps over the block from its input's count to its output's count, taking the smaller
+   of the block table and the two count tables at every entry. A block table depends only on the fixings of its
+   three maps, so it is cached and reused by every node with the same fixings.
+
+The Lagrangian of a node starts from its parent's multiplier (and each folding round from the last one): any
+multiplier gives a valid bound, so the start only changes the number of DPs.
 
 Incumbents: the original greedy (alternating top-k, then ratio fill) at the root, improved by local search
 (:mod:`combax.solvers._channels_local`: swaps, ratio fill, drop-and-fill) and an iterated local search (random
@@ -35,12 +40,13 @@ swaps on plain maps, then local search); at every node, alternating top-k on the
 then ratio fill, then (every ``LS_EVERY``-th node) local search; and every node whose binaries are all fixed.
 
 Branching: take the conv with the largest gap between its bound UB_l at the profile (a block's excess over its two
-tables taken half from each; stored with the node) and the value the heuristic achieved there; split the wider of its two count ranges at the profile's count; once both are single counts, fix
-the free channel of highest total incident importance (child "kept" first). Nodes are explored best-first (largest
+tables taken half from each; stored with the node) and the value the heuristic achieved there; split the wider of
+its two count ranges at the profile's count; once both are single counts, fix the free channel of highest total
+incident importance (child "kept" first). Nodes are explored best-first (largest
 bound), pruned when bound <= incumbent (1 + 1e-9).
 
 Complexity: worst-case exponential in the number of binaries, O(sum_l C_l C_s log C) per node plus, per block whose
-table is not cached, O(BLOCK_ALL (C_s C_t + (C_s + C_t) log)).
+table is not cached, O(BLOCK_ALL (C_s C_t + (C_s + C_t) log)), and O(C_s C_i C_t) per block in every DP.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._channels_blocks import _ub_block_kernel, block_offsets, block_plan, find_blocks
+from ._channels_blocks import _ub_block_kernel, _ub_block_split_kernel, block_offsets, block_plan, find_blocks
 from ._channels_greedy import greedy_state, resource_of
 from ._channels_kernels import (
     NEG,
@@ -86,6 +92,7 @@ BLOCKS = True  # bound two convs around an inner map jointly (`_channels_blocks`
 BLOCK_WIDTH = 32  # widest inner map considered for a block
 BLOCK_ALL = 1 << 16  # enumerate all 2^f inner sets of a block while 2^f <= BLOCK_ALL, else
 BLOCK_NEAR = 600  # those that drop at most d free channels, at most BLOCK_NEAR sets (d = 2 on a 32-wide map)
+BLOCK_PART = 8  # and a valid inexact table for the other inner counts, from parts of BLOCK_PART channels (0: off)
 BLOCK_CACHE = 4096  # block tables kept (least recently used dropped); each (C_s + 1)(C_i + 1)(C_t + 1) floats
 
 
@@ -98,6 +105,7 @@ class _Node:
     mlo: np.ndarray
     mhi: np.ndarray
     depth: int = 0
+    lam: float = 0.0  # the budget multiplier of the last bound: where the children's Lagrangian starts
 
 
 @dataclass(slots=True)
@@ -178,9 +186,9 @@ class _Ctx:
         bk = self.block_tables(node) if self.use_blocks else self.no_blocks
         pn = np.zeros(self.m + 1, np.int64)
         pm = np.zeros(self.m + 1, np.int64)
-        bound, _ = _lagrange_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T, bk,
-                                    self.boff, self.BT, self.bex, node.nlo, node.nhi, node.mlo, node.mhi,
-                                    self.budget_relaxed, pn, pm)  # fmt: skip
+        bound, node.lam = _lagrange_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T,
+                                           bk, self.boff, self.BT, self.bex, node.nlo, node.nhi, node.mlo, node.mhi,
+                                           self.budget_relaxed, node.lam, pn, pm)  # fmt: skip
         if bound <= NEG / 2:
             return None
         if self.fold:
@@ -205,12 +213,13 @@ class _Ctx:
                     break
                 _ub_tables_fold_kernel(f.widths, f.src, f.imp, f.off, node.FU, node.FV, self.toff, self.T, self.RO,
                                        self.CO, node.nlo, node.nhi, node.mlo, node.mhi, fa, fb)  # fmt: skip
-                b2, _ = _lagrange_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T,
-                                         bk, self.boff, self.BT, self.bex, node.nlo, node.nhi, node.mlo, node.mhi,
-                                         self.budget_relaxed, pn, pm)  # fmt: skip
+                b2, lam2 = _lagrange_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T,
+                                            bk, self.boff, self.BT, self.bex, node.nlo, node.nhi, node.mlo, node.mhi,
+                                            self.budget_relaxed, node.lam, pn, pm)  # fmt: skip
                 if b2 <= NEG / 2:  # cannot happen (folding keeps every finite entry finite); keep the last bound
                     break
-                bound = min(bound, b2)
+                if b2 < bound:
+                    bound, node.lam = b2, lam2
         ubk = np.array([self.ub_at(k, pn[k + 1], pm[f.src[k]]) for k in range(self.m)])
         for q, t in enumerate(self.blocks):
             if bk[t] >= 0:  # the block's value at the profile, its excess over the two tables taken half from each
@@ -229,9 +238,9 @@ class _Ctx:
         lo[0] = f.widths[0]
         for q, t in enumerate(self.blocks):
             inner = node.FU[t - 1, : f.widths[t - 1]]
-            lo_a, _, _ = block_plan(np.count_nonzero(inner == 1), np.count_nonzero(inner < 0), f.widths[t - 1],
+            lo_a, _, d = block_plan(np.count_nonzero(inner == 1), np.count_nonzero(inner < 0), f.widths[t - 1],
                                     BLOCK_ALL, BLOCK_NEAR)  # fmt: skip
-            if node.nhi[t - 1] < lo_a:  # no inner count of this node where the table would be exact
+            if not BLOCK_PART and node.nhi[t - 1] < lo_a:  # no inner count of this node where the table is exact
                 continue
             at = slice(self.boff[q], self.boff[q + 1])
             key = (q, node.FV[t - 2].tobytes(), node.FU[t - 1].tobytes(), node.FU[t].tobytes())
@@ -240,6 +249,13 @@ class _Ctx:
                 exact = _ub_block_kernel(f.widths, f.imp, f.off, node.FU, node.FV, self.RO, self.CO, t, lo, f.widths,
                                          lo, f.widths, self.BT, self.boff[q], BLOCK_ALL,
                                          BLOCK_NEAR)  # fmt: skip
+                if d >= 0 and BLOCK_PART:  # below the exact inner counts: the parts' table
+                    split = np.empty(self.boff[q + 1] - self.boff[q])
+                    _ub_block_split_kernel(f.widths, f.imp, f.off, node.FU, node.FV, self.RO, self.CO, t, BLOCK_PART,
+                                           split)  # fmt: skip
+                    shape = (f.widths[t - 2] + 1, f.widths[t - 1] + 1, f.widths[t] + 1)
+                    self.BT[at].reshape(shape)[:, : exact[0]] = split.reshape(shape)[:, : exact[0]]
+                    exact = (0, exact[1])
                 self.block_cache[key] = (self.BT[at].copy(), exact)
                 if len(self.block_cache) > BLOCK_CACHE:
                     self.block_cache.popitem(last=False)
@@ -298,13 +314,14 @@ class _Ctx:
         pm = np.zeros(m + 1, np.int64)
         rs = np.zeros((m + 1, cm))
         cs = np.zeros((m, cm))
+        lam = [node.lam]  # warm start of each bound's Lagrangian: the last multiplier
 
         def bound(x):
             RO, CO = offsets(*x)
             _ub_tables_mu_kernel(f.widths, f.src, f.imp, f.off, node.FU, node.FV, self.toff, self.T, RO, CO)
-            b, _ = _lagrange_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T,
+            b, lam[0] = _lagrange_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T,
                                     self.no_blocks, self.boff, self.BT, self.bex, node.nlo, node.nhi, node.mlo, node.mhi,
-                                    self.budget_relaxed, pn, pm)  # fmt: skip
+                                    self.budget_relaxed, lam[0], pn, pm)  # fmt: skip
             if b <= NEG / 2:
                 return b, None
             _mu_subgrad_kernel(f.widths, f.src, f.imp, f.off, node.FU, node.FV, RO, CO, pn, pm, rs, cs)
@@ -548,7 +565,7 @@ def _branch(ctx: _Ctx, node: _Node, pn, pm, ubk, act):
 
 def _copy(node: _Node) -> _Node:
     return _Node(node.FU.copy(), node.FV.copy(), node.nlo.copy(), node.nhi.copy(), node.mlo.copy(), node.mhi.copy(),
-                 node.depth + 1)  # fmt: skip
+                 node.depth + 1, node.lam)  # fmt: skip
 
 
 def _split_count(ctx, node, kind, mp, at):

@@ -366,23 +366,23 @@ def _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT,
 @njit(cache=True)
 def _block_value(widths, toff, T, boff, BT, bex, q, t, b, a, a2):
     # bound of the block q ending at map t (convs t - 2, t - 1) at input count b, inner count a, output count a':
-    # the block table where exact, else the sum of the two count tables; NEG if impossible
+    # the smaller of the block table (where it is filled) and the sum of the two count tables; NEG if impossible
     ci = widths[t - 1]
-    if bex[q, 0] <= a <= bex[q, 1]:
-        return BT[boff[q] + (b * (ci + 1) + a) * (widths[t] + 1) + a2]
     t1 = T[toff[t - 2] + a * (widths[t - 2] + 1) + b]
     t2 = T[toff[t - 1] + a2 * (ci + 1) + a]
     if t1 <= NEG / 2 or t2 <= NEG / 2:
         return NEG
+    if bex[q, 0] <= a <= bex[q, 1]:
+        return min(BT[boff[q] + (b * (ci + 1) + a) * (widths[t] + 1) + a2], t1 + t2)
     return t1 + t2
 
 
 @njit(cache=True)
 def _block_step(widths, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo, mhi, wobj, lam, val, t, W, argb, argx):
     # W[a'] = max over the block input count b and inner count a of val[t - 2, b] + wobj BT(b, a, a')
-    # - lam (cost_{t-2}(a, b) + cost_{t-1}(a', a)); argb[t, a'] = a, argx[t, a'] = b. Inner counts where the block
-    # table is not exact split into the two convs' steps: O(C_s C_i C_t) over the exact counts, O(C_i (C_s + C_t))
-    # over the others.
+    # - lam (cost_{t-2}(a, b) + cost_{t-1}(a', a)), W preset to NEG; argb[t, a'] = a, argx[t, a'] = b. BT(b, a, a')
+    # is `_block_value`: O(C_s C_i C_t) over the inner counts where the block table is filled, and the two convs'
+    # steps one after the other, O(C_i (C_s + C_t)), over the others.
     i = t - 1
     s = t - 2
     k1 = i - 1
@@ -390,90 +390,137 @@ def _block_step(widths, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo, mh
     q = bk[t]
     ci = widths[i]
     cs = widths[s]
-    g = np.full(ci + 1, NEG)  # inner counts a outside the exact range: the best of conv t - 2 alone, at g_arg[a]
-    g_arg = np.full(ci + 1, -1, np.int64)
+    co = widths[t]
+    for b in range(mlo[s], mhi[s] + 1):
+        pv = val[s, b]
+        if pv <= NEG / 2:
+            continue
+        for a in range(max(nlo[i], bex[q, 0]), min(nhi[i], bex[q, 1]) + 1):
+            t1 = T[toff[k1] + a * (cs + 1) + b]
+            if t1 <= NEG / 2:
+                continue
+            x1 = pv - lam * (cost[k1] * a * b + lin[k1, 0] * b + lin[k1, 1] * a + lin[k1, 2])
+            row = boff[q] + (b * (ci + 1) + a) * (co + 1)
+            for a2 in range(nlo[t], nhi[t] + 1):
+                t2 = T[toff[k2] + a2 * (ci + 1) + a]
+                bt = BT[row + a2]
+                if t2 <= NEG / 2 or bt <= NEG / 2:
+                    continue
+                x = (
+                    x1
+                    + wobj * min(bt, t1 + t2)
+                    - lam * (cost[k2] * a2 * a + lin[k2, 0] * a + lin[k2, 1] * a2 + lin[k2, 2])
+                )
+                if x > W[a2]:
+                    W[a2] = x
+                    argb[t, a2] = a
+                    argx[t, a2] = b
     for a in range(nlo[i], nhi[i] + 1):
         if bex[q, 0] <= a <= bex[q, 1]:
             continue
+        g = NEG  # the best of conv t - 2 alone at inner count a, from input count g_arg
+        g_arg = -1
         for b in range(mlo[s], mhi[s] + 1):
             pv = val[s, b]
             tv = T[toff[k1] + a * (cs + 1) + b]
             if pv <= NEG / 2 or tv <= NEG / 2:
                 continue
             x = pv + wobj * tv - lam * (cost[k1] * a * b + lin[k1, 0] * b + lin[k1, 1] * a + lin[k1, 2])
-            if x > g[a]:
-                g[a] = x
-                g_arg[a] = b
-    for a2 in range(nlo[t], nhi[t] + 1):
-        best = NEG
-        for a in range(nlo[i], nhi[i] + 1):
-            c2 = cost[k2] * a2 * a + lin[k2, 0] * a + lin[k2, 1] * a2 + lin[k2, 2]
-            if not (bex[q, 0] <= a <= bex[q, 1]):
-                tv = T[toff[k2] + a2 * (ci + 1) + a]
-                if g[a] <= NEG / 2 or tv <= NEG / 2:
-                    continue
-                x = g[a] + wobj * tv - lam * c2
-                if x > best:
-                    best = x
-                    argb[t, a2] = a
-                    argx[t, a2] = g_arg[a]
+            if x > g:
+                g = x
+                g_arg = b
+        if g_arg < 0:
+            continue
+        for a2 in range(nlo[t], nhi[t] + 1):
+            tv = T[toff[k2] + a2 * (ci + 1) + a]
+            if tv <= NEG / 2:
                 continue
-            for b in range(mlo[s], mhi[s] + 1):
-                pv = val[s, b]
-                if pv <= NEG / 2:
-                    continue
-                tv = BT[boff[q] + (b * (ci + 1) + a) * (widths[t] + 1) + a2]
-                if tv <= NEG / 2:
-                    continue
-                c1 = cost[k1] * a * b + lin[k1, 0] * b + lin[k1, 1] * a + lin[k1, 2]
-                x = pv + wobj * tv - lam * (c1 + c2)
-                if x > best:
-                    best = x
-                    argb[t, a2] = a
-                    argx[t, a2] = b
-        W[a2] = best
+            x = g + wobj * tv - lam * (cost[k2] * a2 * a + lin[k2, 0] * a + lin[k2, 1] * a2 + lin[k2, 2])
+            if x > W[a2]:
+                W[a2] = x
+                argb[t, a2] = a
+                argx[t, a2] = g_arg
+
+
+LAGRANGE_TOL = 1e-9  # relative distance to the Lagrangian dual's minimum at which its search stops
 
 
 @njit(cache=True)
 def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo, mhi,
-                     budget, prof_n, prof_m):  # fmt: skip
+                     budget, lam0, prof_n, prof_m):  # fmt: skip
     # mutates prof_n, prof_m: a budget-feasible maximising profile of the last multiplier tried on the feasible side.
     # Returns (bound, lam): bound = min over the multipliers tried of Phi(lam) = lam B + max_profiles sum T - lam cost,
     # minimised by the tangent-intersection method on this convex piecewise-linear function; NEG if infeasible.
+    # lam0 > 0 (e.g. the parent node's minimiser) brackets the minimiser from there instead of from 0 and 1; every
+    # lam >= 0 gives a valid bound, so the start only changes the work.
     pn = np.empty_like(prof_n)
     pm = np.empty_like(prof_m)
-    v0, t0, c0 = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo, mhi,
-                            1.0, 0.0, pn, pm)  # fmt: skip
-    if v0 <= NEG / 2:
-        return NEG, 0.0
-    if c0 <= budget:
+    lo = -1.0  # lo: cost > budget (slope of Phi < 0); hi: cost <= budget (slope >= 0); -1 = not found yet
+    hi = -1.0
+    phi_lo = phi_hi = g_lo = g_hi = 0.0
+    if lam0 > 0:
+        v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo,
+                               mhi, 1.0, lam0, pn, pm)  # fmt: skip
+        if v <= NEG / 2:
+            return NEG, 0.0
+        if cc <= budget:
+            hi, phi_hi, g_hi = lam0, v + lam0 * budget, budget - cc
+            prof_n[:] = pn
+            prof_m[:] = pm
+            x = lam0
+            step = 1.05  # a narrow bracket first: the start is usually close
+            for _ in range(4):
+                x /= step
+                step *= 4.0
+                v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo,
+                                       nhi, mlo, mhi, 1.0, x, pn, pm)  # fmt: skip
+                if cc > budget:
+                    lo, phi_lo, g_lo = x, v + x * budget, budget - cc
+                    break
+                hi, phi_hi, g_hi = x, v + x * budget, budget - cc
+                prof_n[:] = pn
+                prof_m[:] = pm
+        else:
+            lo, phi_lo, g_lo = lam0, v + lam0 * budget, budget - cc
+            x = lam0
+            step = 1.05
+            for _ in range(4):
+                x *= step
+                step *= 4.0
+                v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo,
+                                       nhi, mlo, mhi, 1.0, x, pn, pm)  # fmt: skip
+                if cc <= budget:
+                    hi, phi_hi, g_hi = x, v + x * budget, budget - cc
+                    prof_n[:] = pn
+                    prof_m[:] = pm
+                    break
+                lo, phi_lo, g_lo = x, v + x * budget, budget - cc
+    if lo < 0:  # from lam = 0: the unconstrained maximum, if within the budget, is the bound
+        v0, t0, c0 = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo,
+                                mhi, 1.0, 0.0, pn, pm)  # fmt: skip
+        if v0 <= NEG / 2:
+            return NEG, 0.0
+        if c0 <= budget:
+            prof_n[:] = pn
+            prof_m[:] = pm
+            return t0, 0.0
+        lo, phi_lo, g_lo = 0.0, v0, budget - c0
+    if hi < 0:
+        vmin, tm, cm = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi,
+                                  mlo, mhi, 0.0, 1.0, pn, pm)  # fmt: skip
+        if cm > budget:
+            return NEG, 0.0
+        x = max(1.0, 4.0 * lo)
+        while True:
+            v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi,
+                                   mlo, mhi, 1.0, x, pn, pm)  # fmt: skip
+            if cc <= budget or x > 1e300:
+                break
+            lo, phi_lo, g_lo = x, v + x * budget, budget - cc
+            x *= 4.0
+        hi, phi_hi, g_hi = x, v + x * budget, budget - cc
         prof_n[:] = pn
         prof_m[:] = pm
-        return t0, 0.0
-    vmin, tm, cm = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo, mhi,
-                              0.0, 1.0, pn, pm)  # fmt: skip
-    if cm > budget:
-        return NEG, 0.0
-    # lo: cost > budget (slope < 0); hi: cost <= budget (slope >= 0)
-    lo = 0.0
-    phi_lo = v0
-    g_lo = budget - c0
-    hi = 1.0
-    while True:
-        v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo, mhi,
-                               1.0, hi, pn, pm)  # fmt: skip
-        if cc <= budget:
-            break
-        lo = hi
-        phi_lo = v + hi * budget
-        g_lo = budget - cc
-        hi *= 4.0
-        if hi > 1e300:
-            break
-    phi_hi = v + hi * budget
-    g_hi = budget - cc
-    prof_n[:] = pn
-    prof_m[:] = pm
     best = min(phi_lo, phi_hi)
     best_lam = lo if phi_lo < phi_hi else hi
     for _it in range(100):
@@ -482,9 +529,11 @@ def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, bof
         x = (phi_hi - phi_lo + lo * g_lo - hi * g_hi) / (g_lo - g_hi)
         if not (x > lo and x < hi):
             break
-        line = phi_lo + (x - lo) * g_lo
-        v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo, mhi,
-                               1.0, x, pn, pm)  # fmt: skip
+        line = phi_lo + (x - lo) * g_lo  # the tangents' meeting point: no value of Phi is below it
+        if best - line <= LAGRANGE_TOL * max(1.0, abs(best)):
+            break  # best is within LAGRANGE_TOL of the minimum
+        v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo,
+                               mhi, 1.0, x, pn, pm)  # fmt: skip
         phi = v + x * budget
         if phi < best:
             best = phi

@@ -11,7 +11,7 @@ import pytest
 
 from combax.solvers import _channels_bnb as bnb
 from combax.solvers import channels
-from combax.solvers._channels_blocks import _ub_block_kernel, block_offsets, find_blocks
+from combax.solvers._channels_blocks import _ub_block_kernel, _ub_block_split_kernel, block_offsets, find_blocks
 from combax.solvers._channels_kernels import NEG
 from combax.solvers._channels_layout import flat
 from combax.solvers.channels import ChannelProblem
@@ -84,6 +84,29 @@ def test_block_table_is_the_maximum_over_every_admissible_triple(seed, max_all, 
         finite = want > NEG / 2
         np.testing.assert_allclose(got[finite], want[finite], rtol=1e-12, atol=1e-12)
         assert (BT[:2] == 7.0).all() and (BT[-3:] == 7.0).all(), "the kernel writes only its own table"
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_parts_table_bounds_the_block_and_is_exact_with_one_part(seed):
+    rng = np.random.default_rng(300 + seed)
+    widths = [int(rng.integers(1, 4))] + [int(rng.integers(1, 7)) for _ in range(3)]
+    f = flat(chain_problem(rng, widths)._c)
+    m = len(widths) - 1
+    FU = rng.choice(np.array([-1, -1, -1, 0, 1], np.int8), size=(m + 1, f.cmax))
+    RO = rng.normal(0, 0.5, size=(m + 1, f.cmax))
+    CO = rng.normal(0, 0.5, size=(m, f.cmax))
+    for t in (2, 3):
+        shape = (widths[t - 2] + 1, widths[t - 1] + 1, widths[t] + 1)
+        want = block_table_by_enumeration(f, FU, FU, RO, CO, t)
+        for part in (1, 2, 3, 8):
+            got = np.empty(int(np.prod(shape)))
+            _ub_block_split_kernel(f.widths, f.imp, f.off, FU, FU, RO, CO, t, part, got)
+            got = got.reshape(shape)
+            assert np.array_equal(got <= NEG / 2, want <= NEG / 2), (seed, t, part)
+            finite = want > NEG / 2
+            assert (got[finite] >= want[finite] - 1e-9).all(), "a valid upper bound of every entry"
+            if part >= widths[t - 1]:  # one part holds every free inner channel: the exact table
+                np.testing.assert_allclose(got[finite], want[finite], rtol=1e-12, atol=1e-12)
 
 
 def test_blocks_found_around_plain_inner_maps_only():
