@@ -89,11 +89,12 @@ MU_ITERS = 300
 FOLD = True  # tighten the tables lazily by the folded bounds at every node
 FOLD_ROUNDS = 8
 BLOCKS = True  # bound two convs around an inner map jointly (`_channels_blocks`)
-BLOCK_WIDTH = 32  # widest inner map considered for a block
+BLOCK_WIDTH = 64  # widest inner map considered for a block
 BLOCK_ALL = 1 << 16  # enumerate all 2^f inner sets of a block while 2^f <= BLOCK_ALL, else
 BLOCK_NEAR = 600  # those that drop at most d free channels, at most BLOCK_NEAR sets (d = 2 on a 32-wide map)
-BLOCK_PART = 8  # and a valid inexact table for the other inner counts, from parts of BLOCK_PART channels (0: off)
-BLOCK_CACHE = 4096  # block tables kept (least recently used dropped); each (C_s + 1)(C_i + 1)(C_t + 1) floats
+BLOCK_PART = 16  # and a valid inexact table for the other inner counts, from parts of BLOCK_PART channels (0: off),
+BLOCK_PART_WIDE = 8  # of BLOCK_PART_WIDE channels for inner maps wider than 32
+BLOCK_CACHE_MB = 512  # block tables kept (least recently used dropped); each (C_s + 1)(C_i + 1)(C_t + 1) floats
 
 
 @dataclass(slots=True)
@@ -146,15 +147,9 @@ class _Ctx:
         self.RO = np.zeros((m + 1, f.cmax))
         self.CO = np.zeros((m, f.cmax))
         self.fold = False  # also the folded bounds (`_ub_tables_fold_kernel`); set once the multipliers are chosen
-        self.blocks = find_blocks(f, BLOCK_WIDTH)  # output maps of the blocks
-        self.boff = block_offsets(f, self.blocks)
-        self.BT = np.empty(max(int(self.boff[-1]), 1))
-        self.bex = np.zeros((max(self.blocks.size, 1), 2), np.int64)  # inner counts where a block table is exact
         self.no_blocks = np.full(m + 1, -1, np.int64)
         self.use_blocks = False  # set once the multipliers are chosen, like `fold`
-        # a block table depends only on its three maps' fixings (and the multipliers, fixed once blocks are used):
-        # computed for every count, it is reused by every node with the same fixings
-        self.block_cache: OrderedDict = OrderedDict()
+        self.set_blocks(find_blocks(f, BLOCK_WIDTH))
         readers = [[] for _ in range(m + 1)]
         for k in range(m):
             readers[f.src[k]].append(k)
@@ -229,9 +224,29 @@ class _Ctx:
                 ubk[t - 2], ubk[t - 1] = u1 - excess / 2, u2 - excess / 2
         return bound, pn, pm, ubk
 
+    def set_blocks(self, outs: np.ndarray):
+        """Bound the blocks ending at the maps ``outs`` jointly (an empty cache and table space for them)."""
+        self.blocks = outs
+        self.boff = block_offsets(self.f, outs)
+        self.BT = np.empty(max(int(self.boff[-1]), 1))
+        self.bex = np.zeros((max(outs.size, 1), 2), np.int64)  # inner counts where a block table is filled
+        # a block table depends only on its three maps' fixings (and the multipliers, fixed once blocks are used):
+        # computed for every count, it is reused by every node with the same fixings
+        self.block_cache: OrderedDict = OrderedDict()
+        self.cache_bytes = 0
+
+    def drop_wide_full_blocks(self, pn):
+        """Drop the blocks with inner maps wider than 32 that the root's profile ``pn`` keeps whole: their DP step
+        costs O(C^3) and, with the inner map whole, the count tables are nearly exact there."""
+        f = self.f
+        keep = [t for t in self.blocks if f.widths[t - 1] <= 32 or pn[t - 1] < f.widths[t - 1]]
+        if len(keep) < self.blocks.size:
+            self.set_blocks(np.array(keep, np.int64))
+
     def block_tables(self, node: _Node) -> np.ndarray:
-        """Fill the block tables of ``node`` and their exact inner-count ranges; returns the DP's block index per map
-        (-1: no block ends there)."""
+        """Fill the block tables of ``node`` and the inner-count ranges where they are filled; returns the DP's block
+        index per map (-1: no block ends there). The parts' table (below the exact inner counts) is computed only
+        when the node's inner count range reaches below them."""
         f = self.f
         bk = self.no_blocks.copy()
         lo = np.ones(self.m + 1, np.int64)
@@ -240,29 +255,36 @@ class _Ctx:
             inner = node.FU[t - 1, : f.widths[t - 1]]
             lo_a, _, d = block_plan(np.count_nonzero(inner == 1), np.count_nonzero(inner < 0), f.widths[t - 1],
                                     BLOCK_ALL, BLOCK_NEAR)  # fmt: skip
-            if not BLOCK_PART and node.nhi[t - 1] < lo_a:  # no inner count of this node where the table is exact
+            below = node.nlo[t - 1] < lo_a  # the node has inner counts where the exact table is not filled
+            if not BLOCK_PART and node.nhi[t - 1] < lo_a:
                 continue
+            need_split = below and d >= 0 and BLOCK_PART > 0
             at = slice(self.boff[q], self.boff[q + 1])
             key = (q, node.FV[t - 2].tobytes(), node.FU[t - 1].tobytes(), node.FU[t].tobytes())
-            hit = self.block_cache.get(key)
+            hit = self.block_cache.pop(key, None)
             if hit is None:
-                exact = _ub_block_kernel(f.widths, f.imp, f.off, node.FU, node.FV, self.RO, self.CO, t, lo, f.widths,
-                                         lo, f.widths, self.BT, self.boff[q], BLOCK_ALL,
-                                         BLOCK_NEAR)  # fmt: skip
-                if d >= 0 and BLOCK_PART:  # below the exact inner counts: the parts' table
-                    split = np.empty(self.boff[q + 1] - self.boff[q])
-                    _ub_block_split_kernel(f.widths, f.imp, f.off, node.FU, node.FV, self.RO, self.CO, t, BLOCK_PART,
-                                           split)  # fmt: skip
-                    shape = (f.widths[t - 2] + 1, f.widths[t - 1] + 1, f.widths[t] + 1)
-                    self.BT[at].reshape(shape)[:, : exact[0]] = split.reshape(shape)[:, : exact[0]]
-                    exact = (0, exact[1])
-                self.block_cache[key] = (self.BT[at].copy(), exact)
-                if len(self.block_cache) > BLOCK_CACHE:
-                    self.block_cache.popitem(last=False)
+                filled = _ub_block_kernel(f.widths, f.imp, f.off, node.FU, node.FV, self.RO, self.CO, t, lo, f.widths,
+                                          lo, f.widths, self.BT, self.boff[q], BLOCK_ALL,
+                                          BLOCK_NEAR)  # fmt: skip
             else:
-                self.block_cache.move_to_end(key)
-                self.BT[at], exact = hit
-            self.bex[q] = exact
+                self.cache_bytes -= hit[0].nbytes
+                self.BT[at], filled = hit
+            if need_split and filled[0] > 0:  # below the exact inner counts: the parts' table
+                split = np.empty(self.boff[q + 1] - self.boff[q])
+                part = BLOCK_PART if f.widths[t - 1] <= 32 else BLOCK_PART_WIDE
+                _ub_block_split_kernel(f.widths, f.imp, f.off, node.FU, node.FV, self.RO, self.CO, t, part,
+                                       split)  # fmt: skip
+                shape = (f.widths[t - 2] + 1, f.widths[t - 1] + 1, f.widths[t] + 1)
+                self.BT[at].reshape(shape)[:, : filled[0]] = split.reshape(shape)[:, : filled[0]]
+                filled = (0, filled[1])
+            if hit is None or filled is not hit[1]:
+                self.block_cache[key] = (self.BT[at].copy(), filled)
+            else:
+                self.block_cache[key] = hit
+            self.cache_bytes += self.BT[at].nbytes
+            while self.cache_bytes > BLOCK_CACHE_MB << 20:
+                self.cache_bytes -= self.block_cache.popitem(last=False)[1][0].nbytes
+            self.bex[q] = filled
             bk[t] = q
         return bk
 
@@ -464,6 +486,9 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
         ctx.fold = FOLD and bool(ctx.RO.any() or ctx.CO.any())
         ctx.use_blocks = BLOCKS and ctx.blocks.size > 0
         ev = ctx.evaluate(root)
+        if ctx.use_blocks and ev is not None:
+            ctx.drop_wide_full_blocks(ev[1])
+            ev = ctx.evaluate(root)
     if ev is None:  # cannot happen when min resource <= budget; kept as a guard
         return BnBOutput(best[0], best[1], inc, inc, Status.OPTIMAL, 1, "root infeasible")
     heap = []

@@ -142,3 +142,29 @@ def test_root_bound_with_blocks_is_valid_and_no_looser(seed):
     assert ctx.blocks.size == 2
     assert blocks >= opt - 1e-9 * max(1.0, opt)
     assert blocks <= plain + 1e-9 * max(1.0, plain)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bnb_with_inexact_block_tables_matches_brute_force(seed, monkeypatch):
+    # force the wide-map path on tiny maps: exact tables only near full inner width, parts of 2 channels elsewhere
+    monkeypatch.setattr(bnb, "BLOCK_ALL", 2)
+    monkeypatch.setattr(bnb, "BLOCK_NEAR", 3)
+    monkeypatch.setattr(bnb, "BLOCK_PART", 2)
+    calls = []
+    split = bnb._ub_block_split_kernel
+    monkeypatch.setattr(bnb, "_ub_block_split_kernel", lambda *a: calls.append(1) or split(*a))
+    rng = np.random.default_rng(900 + seed)
+    for _ in range(6):
+        w = int(rng.integers(2, 4))
+        widths = [2, w, int(rng.integers(3, 5)), w, int(rng.integers(3, 5)), int(rng.integers(1, 4))]
+        convs = [(t - 1, t, rng.lognormal(0, 1, size=(widths[t], widths[t - 1]))) for t in range(1, 6)]
+        prob = ChannelProblem(widths, convs, rng.uniform(0.5, 2, 5).tolist(), 1.0, [(1, 3, "identity")])
+        prob = prob.with_budget(prob.min_resource + rng.uniform(0.2, 0.8) * (prob.full_resource - prob.min_resource))
+        opt = channels.brute_force(prob).objective
+        for limit in (1, 5, None):
+            sol = channels.solve(prob, "bnb", node_limit=limit)
+            assert sol.bound >= opt - 1e-9 * max(1.0, opt)
+            assert prob.evaluate(sol.keep_out, sol.keep).feasible
+            if limit is None:
+                assert sol.status == "optimal" and abs(sol.objective - opt) <= 1e-9 * max(1.0, opt)
+    assert calls, "the parts' tables were used"
