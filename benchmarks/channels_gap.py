@@ -181,6 +181,11 @@ def markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _convs(xs: list) -> str:
+    names = ", ".join(str(x["conv"]) for x in xs)
+    return f"Conv {names} keeps" if len(xs) == 1 else f"Convs {names} keep"
+
+
 def reading(r: dict) -> list[str]:
     out = []
     gaps = [max(0.0, (d["root_plain"] - d["budget_dp_lower"]) / d["root_plain"]) for d in r["instances"]]
@@ -205,14 +210,14 @@ def reading(r: dict) -> list[str]:
             )
             if both:
                 out.append(
-                    "  - Convs " + ", ".join(str(x["conv"]) for x in both) + " keep both sides in part, so each "
-                    "output row picks its own best inputs; the block bounds share the inner set where the inner map "
-                    "is at most 16 wide."
+                    f"  - {_convs(both)} both sides in part, so each "
+                    "output row picks its own best inputs; the block bounds make the two convs around an inner map "
+                    "share its kept set (exactly on 16-wide inner maps, and on wider ones near their full width)."
                 )
             if one:
                 out.append(
-                    "  - Convs " + ", ".join(str(x["conv"]) for x in one) + " keep one side whole: their table is "
-                    "exact for the conv alone, and the slack is the residual link between their kept outputs and "
+                    f"  - {_convs(one)} one side whole: the table is "
+                    "exact for the conv alone, and the slack is the residual link between the kept outputs and "
                     "the next conv's inputs."
                 )
             d_mu, d_blk = d["root_multipliers_fold"] - d["best_objective"], d["root_blocks"] - d["best_objective"]

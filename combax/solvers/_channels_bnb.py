@@ -42,8 +42,8 @@ then ratio fill, then (every ``LS_EVERY``-th node) local search; and every node 
 Branching: take the conv with the largest gap between its bound UB_l at the profile (a block's excess over its two
 tables taken half from each; stored with the node) and the value the heuristic achieved there; split the wider of
 its two count ranges at the profile's count; once both are single counts, fix the free channel of highest total
-incident importance (child "kept" first). Nodes are explored best-first (largest
-bound), pruned when bound <= incumbent (1 + 1e-9).
+incident importance (child "kept" first). Nodes are explored best-first (largest bound), pruned when bound <=
+incumbent (1 + 1e-9).
 
 Complexity: worst-case exponential in the number of binaries, O(sum_l C_l C_s log C) per node plus, per block whose
 table is not cached, O(BLOCK_ALL (C_s C_t + (C_s + C_t) log)), and O(C_s C_i C_t) per block in every DP.
@@ -255,10 +255,8 @@ class _Ctx:
             inner = node.FU[t - 1, : f.widths[t - 1]]
             lo_a, _, d = block_plan(np.count_nonzero(inner == 1), np.count_nonzero(inner < 0), f.widths[t - 1],
                                     BLOCK_ALL, BLOCK_NEAR)  # fmt: skip
-            below = node.nlo[t - 1] < lo_a  # the node has inner counts where the exact table is not filled
-            if not BLOCK_PART and node.nhi[t - 1] < lo_a:
+            if not BLOCK_PART and node.nhi[t - 1] < lo_a:  # no inner count of the node where a table is filled
                 continue
-            need_split = below and d >= 0 and BLOCK_PART > 0
             at = slice(self.boff[q], self.boff[q + 1])
             key = (q, node.FV[t - 2].tobytes(), node.FU[t - 1].tobytes(), node.FU[t].tobytes())
             hit = self.block_cache.pop(key, None)
@@ -269,7 +267,7 @@ class _Ctx:
             else:
                 self.cache_bytes -= hit[0].nbytes
                 self.BT[at], filled = hit
-            if need_split and filled[0] > 0:  # below the exact inner counts: the parts' table
+            if BLOCK_PART and d >= 0 and node.nlo[t - 1] < filled[0]:  # the parts' table below the exact counts
                 split = np.empty(self.boff[q + 1] - self.boff[q])
                 part = BLOCK_PART if f.widths[t - 1] <= 32 else BLOCK_PART_WIDE
                 _ub_block_split_kernel(f.widths, f.imp, f.off, node.FU, node.FV, self.RO, self.CO, t, part,
@@ -277,10 +275,7 @@ class _Ctx:
                 shape = (f.widths[t - 2] + 1, f.widths[t - 1] + 1, f.widths[t] + 1)
                 self.BT[at].reshape(shape)[:, : filled[0]] = split.reshape(shape)[:, : filled[0]]
                 filled = (0, filled[1])
-            if hit is None or filled is not hit[1]:
-                self.block_cache[key] = (self.BT[at].copy(), filled)
-            else:
-                self.block_cache[key] = hit
+            self.block_cache[key] = (self.BT[at].copy() if hit is None or filled != hit[1] else hit[0], filled)
             self.cache_bytes += self.BT[at].nbytes
             while self.cache_bytes > BLOCK_CACHE_MB << 20:
                 self.cache_bytes -= self.block_cache.popitem(last=False)[1][0].nbytes
@@ -342,8 +337,8 @@ class _Ctx:
             RO, CO = offsets(*x)
             _ub_tables_mu_kernel(f.widths, f.src, f.imp, f.off, node.FU, node.FV, self.toff, self.T, RO, CO)
             b, lam[0] = _lagrange_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T,
-                                    self.no_blocks, self.boff, self.BT, self.bex, node.nlo, node.nhi, node.mlo, node.mhi,
-                                    self.budget_relaxed, lam[0], pn, pm)  # fmt: skip
+                                         self.no_blocks, self.boff, self.BT, self.bex, node.nlo, node.nhi, node.mlo,
+                                         node.mhi, self.budget_relaxed, lam[0], pn, pm)  # fmt: skip
             if b <= NEG / 2:
                 return b, None
             _mu_subgrad_kernel(f.widths, f.src, f.imp, f.off, node.FU, node.FV, RO, CO, pn, pm, rs, cs)

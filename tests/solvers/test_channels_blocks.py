@@ -168,3 +168,17 @@ def test_bnb_with_inexact_block_tables_matches_brute_force(seed, monkeypatch):
             if limit is None:
                 assert sol.status == "optimal" and abs(sol.objective - opt) <= 1e-9 * max(1.0, opt)
     assert calls, "the parts' tables were used"
+
+
+def test_blocks_around_wide_inner_maps_the_root_keeps_whole_are_dropped():
+    prob = channels.resnet_cifar(20, 0, ratio=0.5)
+    f = flat(prob._c)
+    ctx = bnb._Ctx(f, prob.budget)
+    assert find_blocks(f, 64).tolist() == [3, 5, 7, 9, 11, 13, 15, 17, 19]
+    assert ctx.blocks.tolist() == find_blocks(f, bnb.BLOCK_WIDTH).tolist()
+    profile = f.widths.copy()  # every map whole, but the inner map of the block ending at 17 (64 wide)
+    profile[16] = 60
+    ctx.drop_wide_full_blocks(profile)
+    # 16- and 32-wide inner maps keep their blocks (cheap); of the 64-wide ones only the partly kept one stays
+    assert ctx.blocks.tolist() == [3, 5, 7, 9, 11, 13, 17]
+    assert ctx.boff[-1] == 3 * 17**3 + 17 * 33 * 33 + 2 * 33**3 + 65**3  # (C_s + 1)(C_i + 1)(C_t + 1) each
