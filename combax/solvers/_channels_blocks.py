@@ -120,6 +120,63 @@ def block_plan(n_one, n_free, width, max_all, max_near):
 
 
 @njit(cache=True)
+def _toggle_inner(widths, imp, off, RO, CO, t, j, sign, colsum, rowsum):
+    # add (sign 1) or remove (sign -1) inner channel j of the block ending at map t: its row of conv 1 to the column
+    # sums, its column of conv 2 to the row sums; returns the change of the sets' offset sum
+    i = t - 1
+    cs = widths[t - 2]
+    ci = widths[i]
+    o1 = off[i - 1]
+    o2 = off[t - 1]
+    for c in range(cs):
+        colsum[c] += sign * imp[o1 + j * cs + c]
+    for o in range(widths[t]):
+        rowsum[o] += sign * imp[o2 + o * ci + j]
+    return sign * (RO[i, j] + CO[t - 1, j])
+
+
+@njit(cache=True)
+def _block_fixings(widths, FU, FV, t):
+    # the fixed-1 and free channels of the block's inner map (in_), input map columns (c_) and output map rows (r_)
+    cmax = max(widths[t - 2], max(widths[t - 1], widths[t]))
+    in_one = np.empty(cmax, np.int64)
+    in_free = np.empty(cmax, np.int64)
+    c_one = np.empty(cmax, np.int64)
+    c_free = np.empty(cmax, np.int64)
+    r_one = np.empty(cmax, np.int64)
+    r_free = np.empty(cmax, np.int64)
+    n1, nf = _split_fixings(FU, t - 1, widths[t - 1], False, in_one, in_free)
+    c1, cf = _split_fixings(FV, t - 2, widths[t - 2], t - 2 == 0, c_one, c_free)
+    r1, rf = _split_fixings(FU, t, widths[t], False, r_one, r_free)
+    return in_one, n1, in_free, nf, c_one, c1, c_free, cf, r_one, r1, r_free, rf
+
+
+@njit(cache=True)
+def _gray_sets(widths, imp, off, RO, CO, t, free, n, a0, a_lo, a_hi, const, colsum, rowsum, c_one, c1, c_free, cf,
+               r_one, r1, r_free, rf, blo, bhi, alo, ahi, width, out, base):  # fmt: skip
+    # every subset X of the n channels free[:n], in Gray-code order (one channel in or out per step), added to the
+    # set whose sums are (const, colsum, rowsum) and size a0: raises the table `out` (inner dimension `width`) at
+    # the sizes a0 + |X| within [a_lo, a_hi]. Mutates the sums.
+    a = a0
+    mask = 0
+    buf = np.empty(max(widths[t - 2], widths[t]))
+    f1 = np.empty(widths[t - 2] + 1)
+    f2 = np.empty(widths[t] + 1)
+    for step in range(1 << n):
+        if step > 0:
+            p = 0
+            while not (step >> p) & 1:
+                p += 1
+            sign = -1.0 if (mask >> p) & 1 else 1.0
+            mask ^= 1 << p
+            a += 1 if sign > 0 else -1
+            const += _toggle_inner(widths, imp, off, RO, CO, t, free[p], sign, colsum, rowsum)
+        if a_lo <= a <= a_hi:
+            _block_entries(const, colsum, rowsum, a, c_one, c1, c_free, cf, r_one, r1, r_free, rf, blo, bhi, alo,
+                           ahi, width, widths[t], buf, f1, f2, out, base)  # fmt: skip
+
+
+@njit(cache=True)
 def _ub_block_kernel(widths, imp, off, FU, FV, RO, CO, t, nlo, nhi, mlo, mhi, BT, base, max_all, max_near):
     # mutates BT[base : base + (C_s + 1)(C_i + 1)(C_t + 1)]: BT[(b (C_i + 1) + a)(C_t + 1) + a'] of the block ending
     # at map t (see the module docstring). Returns (lo, hi): BT is exact for the inner counts lo <= a <= hi (NEG
@@ -128,80 +185,32 @@ def _ub_block_kernel(widths, imp, off, FU, FV, RO, CO, t, nlo, nhi, mlo, mhi, BT
     # the largest d with sum_{r <= d} C(f, r) <= max_near (lo = #fixed-1 + f - d). See `block_plan`.
     i = t - 1
     s = t - 2
-    k1 = i - 1
-    k2 = t - 1
     cs = widths[s]
     ci = widths[i]
     co = widths[t]
-    o1 = off[k1]
-    o2 = off[k2]
-    size = (cs + 1) * (ci + 1) * (co + 1)
-    for q in range(base, base + size):
+    for q in range(base, base + (cs + 1) * (ci + 1) * (co + 1)):
         BT[q] = NEG
-    cmax = max(cs, max(ci, co))
-    in_one = np.empty(cmax, np.int64)
-    in_free = np.empty(cmax, np.int64)
-    c_one = np.empty(cmax, np.int64)
-    c_free = np.empty(cmax, np.int64)
-    r_one = np.empty(cmax, np.int64)
-    r_free = np.empty(cmax, np.int64)
-    n1, nf = _split_fixings(FU, i, ci, False, in_one, in_free)
-    c1, cf = _split_fixings(FV, s, cs, s == 0, c_one, c_free)
-    r1, rf = _split_fixings(FU, t, co, False, r_one, r_free)
-    colsum = np.empty(cs)
-    rowsum = np.empty(co)
-    for c in range(cs):
-        colsum[c] = CO[k1, c]
-    for o in range(co):
-        rowsum[o] = RO[t, o]
+    in_one, n1, in_free, nf, c_one, c1, c_free, cf, r_one, r1, r_free, rf = _block_fixings(widths, FU, FV, t)
+    colsum = CO[i - 1, :cs].copy()  # the sums of the fixed-1 inner channels, with the outer maps' offsets
+    rowsum = RO[t, :co].copy()
     const = 0.0
     for p in range(n1):
-        j = in_one[p]
-        const += RO[i, j] + CO[k2, j]
-        for c in range(cs):
-            colsum[c] += imp[o1 + j * cs + c]
-        for o in range(co):
-            rowsum[o] += imp[o2 + o * ci + j]
+        const += _toggle_inner(widths, imp, off, RO, CO, t, in_one[p], 1.0, colsum, rowsum)
     blo = max(mlo[s], c1)
     bhi = min(mhi[s], c1 + cf)
     alo = max(nlo[t], r1)
     ahi = min(nhi[t], r1 + rf)
-    buf = np.empty(cmax)
-    f1 = np.empty(cs + 1)
-    f2 = np.empty(co + 1)
     lo, hi, d = block_plan(n1, nf, ci, max_all, max_near)
     if d < 0:
-        # every inner set, in Gray-code order: one free channel in or out per step
-        a = n1
-        mask = 0
-        for step in range(1 << nf):
-            if step > 0:
-                p = 0
-                while not (step >> p) & 1:
-                    p += 1
-                j = in_free[p]
-                sign = -1.0 if (mask >> p) & 1 else 1.0
-                mask ^= 1 << p
-                a += 1 if sign > 0 else -1
-                const += sign * (RO[i, j] + CO[k2, j])
-                for c in range(cs):
-                    colsum[c] += sign * imp[o1 + j * cs + c]
-                for o in range(co):
-                    rowsum[o] += sign * imp[o2 + o * ci + j]
-            if nlo[i] <= a <= nhi[i]:
-                _block_entries(const, colsum, rowsum, a, c_one, c1, c_free, cf, r_one, r1, r_free, rf, blo, bhi, alo,
-                               ahi, ci, co, buf, f1, f2, BT, base)  # fmt: skip
+        _gray_sets(widths, imp, off, RO, CO, t, in_free, nf, n1, nlo[i], nhi[i], const, colsum, rowsum, c_one, c1,
+                   c_free, cf, r_one, r1, r_free, rf, blo, bhi, alo, ahi, ci, BT, base)  # fmt: skip
         return lo, hi
     # the inner sets that drop at most d free channels, each from the sums over all of them
     for p in range(nf):
-        j = in_free[p]
-        const += RO[i, j] + CO[k2, j]
-        for c in range(cs):
-            colsum[c] += imp[o1 + j * cs + c]
-        for o in range(co):
-            rowsum[o] += imp[o2 + o * ci + j]
-    cs_drop = np.empty(cs)
-    rs_drop = np.empty(co)
+        const += _toggle_inner(widths, imp, off, RO, CO, t, in_free[p], 1.0, colsum, rowsum)
+    buf = np.empty(max(cs, co))
+    f1 = np.empty(cs + 1)
+    f2 = np.empty(co + 1)
     idx = np.empty(max(d, 1), np.int64)
     for r in range(d + 1):
         a = n1 + nf - r
@@ -211,15 +220,10 @@ def _ub_block_kernel(widths, imp, off, FU, FV, RO, CO, t, nlo, nhi, mlo, mhi, BT
             idx[p] = p
         while True:
             x = const
-            cs_drop[:] = colsum
-            rs_drop[:] = rowsum
+            cs_drop = colsum.copy()
+            rs_drop = rowsum.copy()
             for p in range(r):
-                j = in_free[idx[p]]
-                x -= RO[i, j] + CO[k2, j]
-                for c in range(cs):
-                    cs_drop[c] -= imp[o1 + j * cs + c]
-                for o in range(co):
-                    rs_drop[o] -= imp[o2 + o * ci + j]
+                x += _toggle_inner(widths, imp, off, RO, CO, t, in_free[idx[p]], -1.0, cs_drop, rs_drop)
             _block_entries(x, cs_drop, rs_drop, a, c_one, c1, c_free, cf, r_one, r1, r_free, rf, blo, bhi, alo, ahi,
                            ci, co, buf, f1, f2, BT, base)  # fmt: skip
             p = r - 1  # next r-combination of the free channels
@@ -242,33 +246,14 @@ def _ub_block_split_kernel(widths, imp, off, FU, FV, RO, CO, t, part, out):
     # top-a' sum) of a sum of vectors is at most the sum of their top-b sums, fixed-1 entries being linear. Offsets
     # and fixed-1 inner channels go with the first part. O(H 2^part (C_s C_t + (C_s + C_t) log) + H C_s C_i^2 C_t).
     i = t - 1
-    s = t - 2
-    k1 = i - 1
-    k2 = t - 1
-    cs = widths[s]
+    cs = widths[t - 2]
     ci = widths[i]
     co = widths[t]
-    o1 = off[k1]
-    o2 = off[k2]
-    cmax = max(cs, max(ci, co))
-    in_one = np.empty(cmax, np.int64)
-    in_free = np.empty(cmax, np.int64)
-    c_one = np.empty(cmax, np.int64)
-    c_free = np.empty(cmax, np.int64)
-    r_one = np.empty(cmax, np.int64)
-    r_free = np.empty(cmax, np.int64)
-    n1, nf = _split_fixings(FU, i, ci, False, in_one, in_free)
-    c1, cf = _split_fixings(FV, s, cs, s == 0, c_one, c_free)
-    r1, rf = _split_fixings(FU, t, co, False, r_one, r_free)
+    in_one, n1, in_free, nf, c_one, c1, c_free, cf, r_one, r1, r_free, rf = _block_fixings(widths, FU, FV, t)
     blo = max(1, c1)
     bhi = c1 + cf
     alo = max(1, r1)
     ahi = r1 + rf
-    buf = np.empty(cmax)
-    f1 = np.empty(cs + 1)
-    f2 = np.empty(co + 1)
-    colsum = np.empty(cs)
-    rowsum = np.empty(co)
     cur = np.full((cs + 1) * (ci + 1) * (co + 1), NEG)  # the combined table of the parts so far, over x = a - n1
     nxt = np.empty_like(cur)
     done = 0  # free channels in the parts so far
@@ -276,41 +261,18 @@ def _ub_block_split_kernel(widths, imp, off, FU, FV, RO, CO, t, part, out):
     while h == 0 or done < nf:
         sz = min(part, nf - done)
         pt = np.full((cs + 1) * (sz + 1) * (co + 1), NEG)
-        const = 0.0
-        for c in range(cs):
-            colsum[c] = 0.0
-        for o in range(co):
-            rowsum[o] = 0.0
-        if h == 0:
-            for c in range(cs):
-                colsum[c] = CO[k1, c]
-            for o in range(co):
-                rowsum[o] = RO[t, o]
+        if h == 0:  # the first part carries the fixed-1 inner channels and the outer maps' offsets
+            colsum = CO[i - 1, :cs].copy()
+            rowsum = RO[t, :co].copy()
+            const = 0.0
             for p in range(n1):
-                j = in_one[p]
-                const += RO[i, j] + CO[k2, j]
-                for c in range(cs):
-                    colsum[c] += imp[o1 + j * cs + c]
-                for o in range(co):
-                    rowsum[o] += imp[o2 + o * ci + j]
-        x = 0
-        mask = 0
-        for step in range(1 << sz):
-            if step > 0:
-                p = 0
-                while not (step >> p) & 1:
-                    p += 1
-                j = in_free[done + p]
-                sign = -1.0 if (mask >> p) & 1 else 1.0
-                mask ^= 1 << p
-                x += 1 if sign > 0 else -1
-                const += sign * (RO[i, j] + CO[k2, j])
-                for c in range(cs):
-                    colsum[c] += sign * imp[o1 + j * cs + c]
-                for o in range(co):
-                    rowsum[o] += sign * imp[o2 + o * ci + j]
-            _block_entries(const, colsum, rowsum, x, c_one, c1, c_free, cf, r_one, r1, r_free, rf, blo, bhi, alo,
-                           ahi, sz, co, buf, f1, f2, pt, 0)  # fmt: skip
+                const += _toggle_inner(widths, imp, off, RO, CO, t, in_one[p], 1.0, colsum, rowsum)
+        else:
+            colsum = np.zeros(cs)
+            rowsum = np.zeros(co)
+            const = 0.0
+        _gray_sets(widths, imp, off, RO, CO, t, in_free[done:], sz, 0, 0, sz, const, colsum, rowsum, c_one, c1, c_free,
+                   cf, r_one, r1, r_free, rf, blo, bhi, alo, ahi, sz, pt, 0)  # fmt: skip
         if h == 0:
             for b in range(blo, bhi + 1):
                 for xx in range(sz + 1):
