@@ -107,16 +107,16 @@ def _n_sets(n, d):
 
 
 @njit(cache=True)
-def block_plan(n_one, n_free, width, max_all, max_near):
-    """(lo, hi, d): the inner counts lo <= a <= hi where a block table is exact, given the inner map's fixed-1 and
-    free channels, and the number d of free channels its enumerated sets drop at most (-1: every subset). Every
-    subset while 2^f <= max_all, else the largest d with sum_{r <= d} C(f, r) <= max_near."""
+def block_plan(n_one, n_free, max_all, max_near):
+    """(lo, d): the inner counts a >= lo where a block table is exact, given the inner map's fixed-1 and free
+    channels, and the number d of free channels its enumerated sets drop at most (-1: every subset). Every subset
+    while 2^f <= max_all, else the largest d with sum_{r <= d} C(f, r) <= max_near."""
     if n_free < 62 and (1 << n_free) <= max_all:
-        return 0, width, -1
+        return 0, -1
     d = 0
     while d < n_free and _n_sets(n_free, d + 1) <= max_near:
         d += 1
-    return n_one + n_free - d, width, d
+    return n_one + n_free - d, d
 
 
 @njit(cache=True)
@@ -177,11 +177,11 @@ def _gray_sets(widths, imp, off, RO, CO, t, free, n, a0, a_lo, a_hi, const, cols
 
 
 @njit(cache=True)
-def _ub_block_kernel(widths, imp, off, FU, FV, RO, CO, t, nlo, nhi, mlo, mhi, BT, base, max_all, max_near):
+def _ub_block_kernel(widths, imp, off, FU, FV, RO, CO, t, BT, base, max_all, max_near):
     # mutates BT[base : base + (C_s + 1)(C_i + 1)(C_t + 1)]: BT[(b (C_i + 1) + a)(C_t + 1) + a'] of the block ending
-    # at map t (see the module docstring). Returns (lo, hi): BT is exact for the inner counts lo <= a <= hi (NEG
-    # where no completion has those counts) and not written elsewhere. With f free inner channels, every subset is
-    # enumerated when 2^f <= max_all (lo, hi = 0, C_i); otherwise the inner sets that drop at most d free channels,
+    # at map t (see the module docstring), for every count. Returns lo: BT is exact for the inner counts a >= lo (NEG
+    # where no completion has those counts, or a map would be empty) and NEG below. With f free inner channels, every
+    # subset is enumerated when 2^f <= max_all (lo = 0); otherwise the inner sets that drop at most d free channels,
     # the largest d with sum_{r <= d} C(f, r) <= max_near (lo = #fixed-1 + f - d). See `block_plan`.
     i = t - 1
     s = t - 2
@@ -196,15 +196,15 @@ def _ub_block_kernel(widths, imp, off, FU, FV, RO, CO, t, nlo, nhi, mlo, mhi, BT
     const = 0.0
     for p in range(n1):
         const += _toggle_inner(widths, imp, off, RO, CO, t, in_one[p], 1.0, colsum, rowsum)
-    blo = max(mlo[s], c1)
-    bhi = min(mhi[s], c1 + cf)
-    alo = max(nlo[t], r1)
-    ahi = min(nhi[t], r1 + rf)
-    lo, hi, d = block_plan(n1, nf, ci, max_all, max_near)
+    blo = max(1, c1)
+    bhi = c1 + cf
+    alo = max(1, r1)
+    ahi = r1 + rf
+    lo, d = block_plan(n1, nf, max_all, max_near)
     if d < 0:
-        _gray_sets(widths, imp, off, RO, CO, t, in_free, nf, n1, nlo[i], nhi[i], const, colsum, rowsum, c_one, c1,
-                   c_free, cf, r_one, r1, r_free, rf, blo, bhi, alo, ahi, ci, BT, base)  # fmt: skip
-        return lo, hi
+        _gray_sets(widths, imp, off, RO, CO, t, in_free, nf, n1, 1, ci, const, colsum, rowsum, c_one, c1, c_free, cf,
+                   r_one, r1, r_free, rf, blo, bhi, alo, ahi, ci, BT, base)  # fmt: skip
+        return lo
     # the inner sets that drop at most d free channels, each from the sums over all of them
     for p in range(nf):
         const += _toggle_inner(widths, imp, off, RO, CO, t, in_free[p], 1.0, colsum, rowsum)
@@ -214,7 +214,7 @@ def _ub_block_kernel(widths, imp, off, FU, FV, RO, CO, t, nlo, nhi, mlo, mhi, BT
     idx = np.empty(max(d, 1), np.int64)
     for r in range(d + 1):
         a = n1 + nf - r
-        if a < nlo[i] or a > nhi[i]:
+        if a < 1:
             continue
         for p in range(r):
             idx[p] = p
@@ -234,7 +234,7 @@ def _ub_block_kernel(widths, imp, off, FU, FV, RO, CO, t, nlo, nhi, mlo, mhi, BT
             idx[p] += 1
             for q in range(p + 1, r):
                 idx[q] = idx[q - 1] + 1
-    return lo, hi
+    return lo
 
 
 @njit(cache=True)

@@ -93,7 +93,8 @@ BLOCK_WIDTH = 64  # widest inner map considered for a block
 BLOCK_ALL = 1 << 16  # enumerate all 2^f inner sets of a block while 2^f <= BLOCK_ALL, else
 BLOCK_NEAR = 600  # those that drop at most d free channels, at most BLOCK_NEAR sets (d = 2 on a 32-wide map)
 BLOCK_PART = 16  # and a valid inexact table for the other inner counts, from parts of BLOCK_PART channels (0: off),
-BLOCK_PART_WIDE = 8  # of BLOCK_PART_WIDE channels for inner maps wider than 32
+BLOCK_PART_WIDE = 8  # of BLOCK_PART_WIDE channels for inner maps wider than BLOCK_NARROW
+BLOCK_NARROW = 32  # wider inner maps: smaller parts, and no block where the root's profile keeps the map whole
 BLOCK_CACHE_MB = 512  # block tables kept (least recently used dropped); each (C_s + 1)(C_i + 1)(C_t + 1) floats
 
 
@@ -182,7 +183,7 @@ class _Ctx:
         pn = np.zeros(self.m + 1, np.int64)
         pm = np.zeros(self.m + 1, np.int64)
         bound, node.lam = _lagrange_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T,
-                                           bk, self.boff, self.BT, self.bex, node.nlo, node.nhi, node.mlo, node.mhi,
+                                           bk, self.boff, self.BT, self.bfrom, node.nlo, node.nhi, node.mlo, node.mhi,
                                            self.budget_relaxed, node.lam, pn, pm)  # fmt: skip
         if bound <= NEG / 2:
             return None
@@ -209,7 +210,7 @@ class _Ctx:
                 _ub_tables_fold_kernel(f.widths, f.src, f.imp, f.off, node.FU, node.FV, self.toff, self.T, self.RO,
                                        self.CO, node.nlo, node.nhi, node.mlo, node.mhi, fa, fb)  # fmt: skip
                 b2, lam2 = _lagrange_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T,
-                                            bk, self.boff, self.BT, self.bex, node.nlo, node.nhi, node.mlo, node.mhi,
+                                            bk, self.boff, self.BT, self.bfrom, node.nlo, node.nhi, node.mlo, node.mhi,
                                             self.budget_relaxed, node.lam, pn, pm)  # fmt: skip
                 if b2 <= NEG / 2:  # cannot happen (folding keeps every finite entry finite); keep the last bound
                     break
@@ -219,7 +220,7 @@ class _Ctx:
         for q, t in enumerate(self.blocks):
             if bk[t] >= 0:  # the block's value at the profile, its excess over the two tables taken half from each
                 u1, u2 = ubk[t - 2], ubk[t - 1]
-                excess = u1 + u2 - _block_value(f.widths, self.toff, self.T, self.boff, self.BT, self.bex, q, t,
+                excess = u1 + u2 - _block_value(f.widths, self.toff, self.T, self.boff, self.BT, self.bfrom, q, t,
                                                 pm[t - 2], pn[t - 1], pn[t])  # fmt: skip
                 ubk[t - 2], ubk[t - 1] = u1 - excess / 2, u2 - excess / 2
         return bound, pn, pm, ubk
@@ -229,17 +230,17 @@ class _Ctx:
         self.blocks = outs
         self.boff = block_offsets(self.f, outs)
         self.BT = np.empty(max(int(self.boff[-1]), 1))
-        self.bex = np.zeros((max(outs.size, 1), 2), np.int64)  # inner counts where a block table is filled
+        self.bfrom = np.zeros(max(outs.size, 1), np.int64)  # a block table is filled for inner counts >= bfrom
         # a block table depends only on its three maps' fixings (and the multipliers, fixed once blocks are used):
         # computed for every count, it is reused by every node with the same fixings
         self.block_cache: OrderedDict = OrderedDict()
         self.cache_bytes = 0
 
     def drop_wide_full_blocks(self, pn):
-        """Drop the blocks with inner maps wider than 32 that the root's profile ``pn`` keeps whole: their DP step
-        costs O(C^3) and, with the inner map whole, the count tables are nearly exact there."""
+        """Drop the blocks with inner maps wider than BLOCK_NARROW that the root's profile ``pn`` keeps whole: their
+        DP step costs O(C^3) and, with the inner map whole, the count tables are nearly exact there."""
         f = self.f
-        keep = [t for t in self.blocks if f.widths[t - 1] <= 32 or pn[t - 1] < f.widths[t - 1]]
+        keep = [t for t in self.blocks if f.widths[t - 1] <= BLOCK_NARROW or pn[t - 1] < f.widths[t - 1]]
         if len(keep) < self.blocks.size:
             self.set_blocks(np.array(keep, np.int64))
 
@@ -249,37 +250,33 @@ class _Ctx:
         when the node's inner count range reaches below them."""
         f = self.f
         bk = self.no_blocks.copy()
-        lo = np.ones(self.m + 1, np.int64)
-        lo[0] = f.widths[0]
         for q, t in enumerate(self.blocks):
             inner = node.FU[t - 1, : f.widths[t - 1]]
-            lo_a, _, d = block_plan(np.count_nonzero(inner == 1), np.count_nonzero(inner < 0), f.widths[t - 1],
-                                    BLOCK_ALL, BLOCK_NEAR)  # fmt: skip
+            lo_a, d = block_plan(np.count_nonzero(inner == 1), np.count_nonzero(inner < 0), BLOCK_ALL, BLOCK_NEAR)
             if not BLOCK_PART and node.nhi[t - 1] < lo_a:  # no inner count of the node where a table is filled
                 continue
             at = slice(self.boff[q], self.boff[q + 1])
             key = (q, node.FV[t - 2].tobytes(), node.FU[t - 1].tobytes(), node.FU[t].tobytes())
             hit = self.block_cache.pop(key, None)
             if hit is None:
-                filled = _ub_block_kernel(f.widths, f.imp, f.off, node.FU, node.FV, self.RO, self.CO, t, lo, f.widths,
-                                          lo, f.widths, self.BT, self.boff[q], BLOCK_ALL,
-                                          BLOCK_NEAR)  # fmt: skip
+                filled = _ub_block_kernel(f.widths, f.imp, f.off, node.FU, node.FV, self.RO, self.CO, t, self.BT,
+                                          self.boff[q], BLOCK_ALL, BLOCK_NEAR)  # fmt: skip
             else:
                 self.cache_bytes -= hit[0].nbytes
                 self.BT[at], filled = hit
-            if BLOCK_PART and d >= 0 and node.nlo[t - 1] < filled[0]:  # the parts' table below the exact counts
+            if BLOCK_PART and d >= 0 and node.nlo[t - 1] < filled:  # the parts' table below the exact counts
                 split = np.empty(self.boff[q + 1] - self.boff[q])
-                part = BLOCK_PART if f.widths[t - 1] <= 32 else BLOCK_PART_WIDE
+                part = BLOCK_PART if f.widths[t - 1] <= BLOCK_NARROW else BLOCK_PART_WIDE
                 _ub_block_split_kernel(f.widths, f.imp, f.off, node.FU, node.FV, self.RO, self.CO, t, part,
                                        split)  # fmt: skip
                 shape = (f.widths[t - 2] + 1, f.widths[t - 1] + 1, f.widths[t] + 1)
-                self.BT[at].reshape(shape)[:, : filled[0]] = split.reshape(shape)[:, : filled[0]]
-                filled = (0, filled[1])
+                self.BT[at].reshape(shape)[:, :filled] = split.reshape(shape)[:, :filled]
+                filled = 0
             self.block_cache[key] = (self.BT[at].copy() if hit is None or filled != hit[1] else hit[0], filled)
             self.cache_bytes += self.BT[at].nbytes
             while self.cache_bytes > BLOCK_CACHE_MB << 20:
                 self.cache_bytes -= self.block_cache.popitem(last=False)[1][0].nbytes
-            self.bex[q] = filled
+            self.bfrom[q] = filled
             bk[t] = q
         return bk
 
@@ -337,7 +334,7 @@ class _Ctx:
             RO, CO = offsets(*x)
             _ub_tables_mu_kernel(f.widths, f.src, f.imp, f.off, node.FU, node.FV, self.toff, self.T, RO, CO)
             b, lam[0] = _lagrange_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T,
-                                         self.no_blocks, self.boff, self.BT, self.bex, node.nlo, node.nhi, node.mlo,
+                                         self.no_blocks, self.boff, self.BT, self.bfrom, node.nlo, node.nhi, node.mlo,
                                          node.mhi, self.budget_relaxed, lam[0], pn, pm)  # fmt: skip
             if b <= NEG / 2:
                 return b, None

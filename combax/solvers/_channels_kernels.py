@@ -238,13 +238,13 @@ NEG = -1e300
 
 
 @njit(cache=True)
-def _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo, mhi, wobj, lam,
+def _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bfrom, nlo, nhi, mlo, mhi, wobj, lam,
                prof_n, prof_m):  # fmt: skip
     # mutates prof_n, prof_m (M+1,): the maximising count profile. Returns (value, T-sum, cost) of
     # max over count profiles of sum_k wobj * T_k(n, m) - lam * cost_k(n, m); value NEG if no profile exists.
     # Residual links are relaxed to a <= m (and m - C_src <= a for zero_pad); a conv whose source is not the
     # previous map sees its source count as free (a relaxation). Where bk[t] >= 0, convs t - 2 and t - 1 form a
-    # block (`_channels_blocks`): for inner counts bex[bk[t], 0] <= a <= bex[bk[t], 1] their joint table
+    # block (`_channels_blocks`): for inner counts a >= bfrom[bk[t]] their joint table
     # BT[boff[bk[t]] + (b (C_i + 1) + a)(C_t + 1) + a'] replaces T_{t-2}(a, b) + T_{t-1}(a', a), and the DP steps
     # from map t - 2 to map t.
     m = widths.size - 1
@@ -273,7 +273,7 @@ def _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT,
         for a in range(widths[t] + 1):
             W[a] = NEG
         if bk[t] >= 0:
-            _block_step(widths, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo, mhi, wobj, lam, val, t, W, argb,
+            _block_step(widths, cost, lin, toff, T, bk, boff, BT, bfrom, nlo, nhi, mlo, mhi, wobj, lam, val, t, W, argb,
                         argx)  # fmt: skip
         else:
             for a in range(nlo[t], nhi[t] + 1):
@@ -339,7 +339,7 @@ def _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT,
         if bk[t] >= 0:
             ai = argb[t, a]
             b = argx[t, a]
-            tsum += _block_value(widths, toff, T, boff, BT, bex, bk[t], t, b, ai, a)
+            tsum += _block_value(widths, toff, T, boff, BT, bfrom, bk[t], t, b, ai, a)
             csum += cost[k] * a * ai + lin[k, 0] * ai + lin[k, 1] * a + lin[k, 2]
             csum += cost[k - 1] * ai * b + lin[k - 1, 0] * b + lin[k - 1, 1] * ai + lin[k - 1, 2]
             prof_m[t - 1] = ai
@@ -364,7 +364,7 @@ def _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT,
 
 
 @njit(cache=True)
-def _block_value(widths, toff, T, boff, BT, bex, q, t, b, a, a2):
+def _block_value(widths, toff, T, boff, BT, bfrom, q, t, b, a, a2):
     # bound of the block q ending at map t (convs t - 2, t - 1) at input count b, inner count a, output count a':
     # the smaller of the block table (where it is filled) and the sum of the two count tables; NEG if impossible
     ci = widths[t - 1]
@@ -372,13 +372,13 @@ def _block_value(widths, toff, T, boff, BT, bex, q, t, b, a, a2):
     t2 = T[toff[t - 1] + a2 * (ci + 1) + a]
     if t1 <= NEG / 2 or t2 <= NEG / 2:
         return NEG
-    if bex[q, 0] <= a <= bex[q, 1]:
+    if a >= bfrom[q]:
         return min(BT[boff[q] + (b * (ci + 1) + a) * (widths[t] + 1) + a2], t1 + t2)
     return t1 + t2
 
 
 @njit(cache=True)
-def _block_step(widths, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo, mhi, wobj, lam, val, t, W, argb, argx):
+def _block_step(widths, cost, lin, toff, T, bk, boff, BT, bfrom, nlo, nhi, mlo, mhi, wobj, lam, val, t, W, argb, argx):
     # W[a'] = max over the block input count b and inner count a of val[t - 2, b] + wobj BT(b, a, a')
     # - lam (cost_{t-2}(a, b) + cost_{t-1}(a', a)), W preset to NEG; argb[t, a'] = a, argx[t, a'] = b. BT(b, a, a')
     # is `_block_value`: O(C_s C_i C_t) over the inner counts where the block table is filled, and the two convs'
@@ -395,7 +395,7 @@ def _block_step(widths, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo, mh
         pv = val[s, b]
         if pv <= NEG / 2:
             continue
-        for a in range(max(nlo[i], bex[q, 0]), min(nhi[i], bex[q, 1]) + 1):
+        for a in range(max(nlo[i], bfrom[q]), nhi[i] + 1):
             t1 = T[toff[k1] + a * (cs + 1) + b]
             if t1 <= NEG / 2:
                 continue
@@ -416,7 +416,7 @@ def _block_step(widths, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo, mh
                     argb[t, a2] = a
                     argx[t, a2] = b
     for a in range(nlo[i], nhi[i] + 1):
-        if bex[q, 0] <= a <= bex[q, 1]:
+        if a >= bfrom[q]:
             continue
         g = NEG  # the best of conv t - 2 alone at inner count a, from input count g_arg
         g_arg = -1
@@ -446,7 +446,7 @@ LAGRANGE_TOL = 1e-9  # relative distance to the Lagrangian dual's minimum at whi
 
 
 @njit(cache=True)
-def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo, mhi,
+def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bfrom, nlo, nhi, mlo, mhi,
                      budget, lam0, prof_n, prof_m):  # fmt: skip
     # mutates prof_n, prof_m: a budget-feasible maximising profile of the last multiplier tried on the feasible side.
     # Returns (bound, lam): bound = min over the multipliers tried of Phi(lam) = lam B + max_profiles sum T - lam cost,
@@ -459,7 +459,7 @@ def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, bof
     hi = -1.0
     phi_lo = phi_hi = g_lo = g_hi = 0.0
     if lam0 > 0:
-        v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo,
+        v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bfrom, nlo, nhi, mlo,
                                mhi, 1.0, lam0, pn, pm)  # fmt: skip
         if v <= NEG / 2:
             return NEG, 0.0
@@ -472,7 +472,7 @@ def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, bof
             for _ in range(4):
                 x /= step
                 step *= 4.0
-                v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo,
+                v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bfrom, nlo,
                                        nhi, mlo, mhi, 1.0, x, pn, pm)  # fmt: skip
                 if cc > budget:
                     lo, phi_lo, g_lo = x, v + x * budget, budget - cc
@@ -487,7 +487,7 @@ def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, bof
             for _ in range(4):
                 x *= step
                 step *= 4.0
-                v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo,
+                v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bfrom, nlo,
                                        nhi, mlo, mhi, 1.0, x, pn, pm)  # fmt: skip
                 if cc <= budget:
                     hi, phi_hi, g_hi = x, v + x * budget, budget - cc
@@ -496,7 +496,7 @@ def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, bof
                     break
                 lo, phi_lo, g_lo = x, v + x * budget, budget - cc
     if lo < 0:  # from lam = 0: the unconstrained maximum, if within the budget, is the bound
-        v0, t0, c0 = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo,
+        v0, t0, c0 = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bfrom, nlo, nhi, mlo,
                                 mhi, 1.0, 0.0, pn, pm)  # fmt: skip
         if v0 <= NEG / 2:
             return NEG, 0.0
@@ -506,13 +506,13 @@ def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, bof
             return t0, 0.0
         lo, phi_lo, g_lo = 0.0, v0, budget - c0
     if hi < 0:
-        vmin, tm, cm = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi,
+        vmin, tm, cm = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bfrom, nlo, nhi,
                                   mlo, mhi, 0.0, 1.0, pn, pm)  # fmt: skip
         if cm > budget:
             return NEG, 0.0
         x = max(1.0, 4.0 * lo)
         while True:
-            v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi,
+            v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bfrom, nlo, nhi,
                                    mlo, mhi, 1.0, x, pn, pm)  # fmt: skip
             if cc <= budget or x > 1e300:
                 break
@@ -532,7 +532,7 @@ def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, bof
         line = phi_lo + (x - lo) * g_lo  # the tangents' meeting point: no value of Phi is below it
         if best - line <= LAGRANGE_TOL * max(1.0, abs(best)):
             break  # best is within LAGRANGE_TOL of the minimum
-        v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bex, nlo, nhi, mlo,
+        v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bfrom, nlo, nhi, mlo,
                                mhi, 1.0, x, pn, pm)  # fmt: skip
         phi = v + x * budget
         if phi < best:
