@@ -238,15 +238,15 @@ NEG = -1e300
 
 
 @njit(cache=True)
-def _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bfrom, nlo, nhi, mlo, mhi, wobj, lam,
+def _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BM, bfrom, nlo, nhi, mlo, mhi, wobj, lam,
                prof_n, prof_m):  # fmt: skip
     # mutates prof_n, prof_m (M+1,): the maximising count profile. Returns (value, T-sum, cost) of
     # max over count profiles of sum_k wobj * T_k(n, m) - lam * cost_k(n, m); value NEG if no profile exists.
     # Residual links are relaxed to a <= m (and m - C_src <= a for zero_pad); a conv whose source is not the
     # previous map sees its source count as free (a relaxation). Where bk[t] >= 0, convs t - 2 and t - 1 form a
-    # block (`_channels_blocks`): for inner counts a >= bfrom[bk[t]] their joint table
-    # BT[boff[bk[t]] + (b (C_i + 1) + a)(C_t + 1) + a'] replaces T_{t-2}(a, b) + T_{t-1}(a', a), and the DP steps
-    # from map t - 2 to map t.
+    # block (`_channels_blocks`): for inner counts a >= bfrom[bk[t]] their joint value
+    # BM[boff[bk[t]] + (b (C_i + 1) + a)(C_t + 1) + a'] (`_block_min`) replaces T_{t-2}(a, b) + T_{t-1}(a', a), and
+    # the DP steps from map t - 2 to map t.
     m = widths.size - 1
     cmax = 0
     for t in range(m + 1):
@@ -273,7 +273,7 @@ def _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT,
         for a in range(widths[t] + 1):
             W[a] = NEG
         if bk[t] >= 0:
-            _block_step(widths, cost, lin, toff, T, bk, boff, BT, bfrom, nlo, nhi, mlo, mhi, wobj, lam, val, t, W, argb,
+            _block_step(widths, cost, lin, toff, T, bk, boff, BM, bfrom, nlo, nhi, mlo, mhi, wobj, lam, val, t, W, argb,
                         argx)  # fmt: skip
         else:
             for a in range(nlo[t], nhi[t] + 1):
@@ -339,7 +339,10 @@ def _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT,
         if bk[t] >= 0:
             ai = argb[t, a]
             b = argx[t, a]
-            tsum += _block_value(widths, toff, T, boff, BT, bfrom, bk[t], t, b, ai, a)
+            if ai >= bfrom[bk[t]]:
+                tsum += BM[boff[bk[t]] + (b * (widths[t - 1] + 1) + ai) * (widths[t] + 1) + a]
+            else:
+                tsum += T[toff[k - 1] + ai * (widths[t - 2] + 1) + b] + T[toff[k] + a * (widths[t - 1] + 1) + ai]
             csum += cost[k] * a * ai + lin[k, 0] * ai + lin[k, 1] * a + lin[k, 2]
             csum += cost[k - 1] * ai * b + lin[k - 1, 0] * b + lin[k - 1, 1] * ai + lin[k - 1, 2]
             prof_m[t - 1] = ai
@@ -378,11 +381,37 @@ def _block_value(widths, toff, T, boff, BT, bfrom, q, t, b, a, a2):
 
 
 @njit(cache=True)
-def _block_step(widths, cost, lin, toff, T, bk, boff, BT, bfrom, nlo, nhi, mlo, mhi, wobj, lam, val, t, W, argb, argx):
+def _block_min(widths, toff, T, bk, boff, BT, bfrom, nlo, nhi, mlo, mhi):
+    # the block values `_block_value` of every block at the node's counts where the block table is filled, in BT's
+    # layout (the rest is undefined: the DP reads no other entry): computed once per Lagrangian, so that the DPs'
+    # block steps read one array
+    BM = np.empty(BT.size)
+    m = widths.size - 1
+    for t in range(m + 1):
+        q = bk[t]
+        if q < 0:
+            continue
+        cs = widths[t - 2]
+        ci = widths[t - 1]
+        co = widths[t]
+        for b in range(mlo[t - 2], mhi[t - 2] + 1):
+            for a in range(max(nlo[t - 1], bfrom[q]), nhi[t - 1] + 1):
+                t1 = T[toff[t - 2] + a * (cs + 1) + b]
+                row = boff[q] + (b * (ci + 1) + a) * (co + 1)
+                for a2 in range(nlo[t], nhi[t] + 1):
+                    t2 = T[toff[t - 1] + a2 * (ci + 1) + a]
+                    bt = BT[row + a2]
+                    ok = t1 > NEG / 2 and t2 > NEG / 2 and bt > NEG / 2
+                    BM[row + a2] = min(bt, t1 + t2) if ok else NEG
+    return BM
+
+
+@njit(cache=True)
+def _block_step(widths, cost, lin, toff, T, bk, boff, BM, bfrom, nlo, nhi, mlo, mhi, wobj, lam, val, t, W, argb, argx):
     # W[a'] = max over the block input count b and inner count a of val[t - 2, b] + wobj BT(b, a, a')
     # - lam (cost_{t-2}(a, b) + cost_{t-1}(a', a)), W preset to NEG; argb[t, a'] = a, argx[t, a'] = b. BT(b, a, a')
-    # is `_block_value`: O(C_s C_i C_t) over the inner counts where the block table is filled, and the two convs'
-    # steps one after the other, O(C_i (C_s + C_t)), over the others.
+    # is `_block_value`, read from BM (`_block_min`) where the block table is filled: O(C_s C_i C_t); over the other
+    # inner counts the two convs' steps one after the other, O(C_i (C_s + C_t)).
     i = t - 1
     s = t - 2
     k1 = i - 1
@@ -396,21 +425,19 @@ def _block_step(widths, cost, lin, toff, T, bk, boff, BT, bfrom, nlo, nhi, mlo, 
         if pv <= NEG / 2:
             continue
         for a in range(max(nlo[i], bfrom[q]), nhi[i] + 1):
-            t1 = T[toff[k1] + a * (cs + 1) + b]
-            if t1 <= NEG / 2:
-                continue
-            x1 = pv - lam * (cost[k1] * a * b + lin[k1, 0] * b + lin[k1, 1] * a + lin[k1, 2])
+            # conv t - 1's cost, linear in a' at this a
+            slope = lam * (cost[k2] * a + lin[k2, 1])
+            x1 = (
+                pv
+                - lam * (cost[k1] * a * b + lin[k1, 0] * b + lin[k1, 1] * a + lin[k1, 2])
+                - lam * (lin[k2, 0] * a + lin[k2, 2])
+            )
             row = boff[q] + (b * (ci + 1) + a) * (co + 1)
             for a2 in range(nlo[t], nhi[t] + 1):
-                t2 = T[toff[k2] + a2 * (ci + 1) + a]
-                bt = BT[row + a2]
-                if t2 <= NEG / 2 or bt <= NEG / 2:
+                bm = BM[row + a2]
+                if bm <= NEG / 2:
                     continue
-                x = (
-                    x1
-                    + wobj * min(bt, t1 + t2)
-                    - lam * (cost[k2] * a2 * a + lin[k2, 0] * a + lin[k2, 1] * a2 + lin[k2, 2])
-                )
+                x = x1 + wobj * bm - slope * a2
                 if x > W[a2]:
                     W[a2] = x
                     argb[t, a2] = a
@@ -453,13 +480,14 @@ def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, bof
     # minimised by the tangent-intersection method on this convex piecewise-linear function; NEG if infeasible.
     # lam0 > 0 (e.g. the parent node's minimiser) brackets the minimiser from there instead of from 0 and 1; every
     # lam >= 0 gives a valid bound, so the start only changes the work.
+    BM = _block_min(widths, toff, T, bk, boff, BT, bfrom, nlo, nhi, mlo, mhi)
     pn = np.empty_like(prof_n)
     pm = np.empty_like(prof_m)
     lo = -1.0  # lo: cost > budget (slope of Phi < 0); hi: cost <= budget (slope >= 0); -1 = not found yet
     hi = -1.0
     phi_lo = phi_hi = g_lo = g_hi = 0.0
     if lam0 > 0:
-        v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bfrom, nlo, nhi, mlo,
+        v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BM, bfrom, nlo, nhi, mlo,
                                mhi, 1.0, lam0, pn, pm)  # fmt: skip
         if v <= NEG / 2:
             return NEG, 0.0
@@ -472,7 +500,7 @@ def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, bof
             for _ in range(4):
                 x /= step
                 step *= 4.0
-                v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bfrom, nlo,
+                v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BM, bfrom, nlo,
                                        nhi, mlo, mhi, 1.0, x, pn, pm)  # fmt: skip
                 if cc > budget:
                     lo, phi_lo, g_lo = x, v + x * budget, budget - cc
@@ -487,7 +515,7 @@ def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, bof
             for _ in range(4):
                 x *= step
                 step *= 4.0
-                v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bfrom, nlo,
+                v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BM, bfrom, nlo,
                                        nhi, mlo, mhi, 1.0, x, pn, pm)  # fmt: skip
                 if cc <= budget:
                     hi, phi_hi, g_hi = x, v + x * budget, budget - cc
@@ -496,7 +524,7 @@ def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, bof
                     break
                 lo, phi_lo, g_lo = x, v + x * budget, budget - cc
     if lo < 0:  # from lam = 0: the unconstrained maximum, if within the budget, is the bound
-        v0, t0, c0 = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bfrom, nlo, nhi, mlo,
+        v0, t0, c0 = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BM, bfrom, nlo, nhi, mlo,
                                 mhi, 1.0, 0.0, pn, pm)  # fmt: skip
         if v0 <= NEG / 2:
             return NEG, 0.0
@@ -506,13 +534,13 @@ def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, bof
             return t0, 0.0
         lo, phi_lo, g_lo = 0.0, v0, budget - c0
     if hi < 0:
-        vmin, tm, cm = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bfrom, nlo, nhi,
+        vmin, tm, cm = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BM, bfrom, nlo, nhi,
                                   mlo, mhi, 0.0, 1.0, pn, pm)  # fmt: skip
         if cm > budget:
             return NEG, 0.0
         x = max(1.0, 4.0 * lo)
         while True:
-            v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bfrom, nlo, nhi,
+            v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BM, bfrom, nlo, nhi,
                                    mlo, mhi, 1.0, x, pn, pm)  # fmt: skip
             if cc <= budget or x > 1e300:
                 break
@@ -532,7 +560,7 @@ def _lagrange_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, bof
         line = phi_lo + (x - lo) * g_lo  # the tangents' meeting point: no value of Phi is below it
         if best - line <= LAGRANGE_TOL * max(1.0, abs(best)):
             break  # best is within LAGRANGE_TOL of the minimum
-        v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bfrom, nlo, nhi, mlo,
+        v, tt, cc = _dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BM, bfrom, nlo, nhi, mlo,
                                mhi, 1.0, x, pn, pm)  # fmt: skip
         phi = v + x * budget
         if phi < best:
