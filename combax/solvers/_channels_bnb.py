@@ -35,9 +35,11 @@ The Lagrangian of a node starts from its parent's multiplier (and each folding r
 multiplier gives a valid bound, so the start only changes the number of DPs.
 
 Incumbents: the original greedy (alternating top-k, then ratio fill) at the root, improved by local search
-(:mod:`combax.solvers._channels_local`: swaps, ratio fill, drop-and-fill) and an iterated local search (random
-swaps on plain maps, then local search); at every node, alternating top-k on the DP's budget-feasible count profile,
-then ratio fill, then (every ``LS_EVERY``-th node) local search; and every node whose binaries are all fixed.
+(:mod:`combax.solvers._channels_local`: swaps, ratio fill, drop-and-fill), the prefix-ranking count DP
+(:mod:`combax.solvers._channels_prefix`: every count re-optimised at once over channel rankings) and an iterated
+local search (random swaps on plain maps, then local search); at every node, alternating top-k on the DP's
+budget-feasible count profile, then ratio fill, then (every ``LS_EVERY``-th node) local search; and every node
+whose binaries are all fixed.
 
 Branching: take the conv with the largest gap between its bound UB_l at the profile (a block's excess over its two
 tables taken half from each; stored with the node) and the value the heuristic achieved there; split the wider of
@@ -74,6 +76,7 @@ from ._channels_kernels import (
 )
 from ._channels_layout import Flat
 from ._channels_local import _local_search_kernel
+from ._channels_prefix import improve_by_prefix_dp
 from ._status import Status
 
 TOL = 1e-9
@@ -81,6 +84,7 @@ LS_EVERY = 8  # local search on every LS_EVERY-th node heuristic's selection
 LS_ROUNDS = 1000
 LS_DROPS = 64  # drop-and-fill tries per local-search round at nodes and in the iterated local search
 ROOT_DROPS = 256  # the same for the first local search at the root
+PREFIX_SHARE = 0.1  # at most this share of the time limit goes to the root's prefix-ranking count DP
 ILS_SHARE = 0.1  # at most this share of the time limit goes to the root's iterated local search
 ILS_ITERS = 400
 ILS_PATIENCE = 40  # stop after this many perturbations in a row without a better incumbent
@@ -442,6 +446,8 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
     U2, V2 = U.copy(), V.copy()
     local_search(U2, V2, 1000, ROOT_DROPS)
     try_incumbent(U2, V2)
+    share = PREFIX_SHARE * time_limit if time_limit is not None else None
+    try_incumbent(*improve_by_prefix_dp(f, budget, best[0], best[1], time_limit=share)[:2])
     # iterated local search: perturb the incumbent by random swaps on maps that are neither residual targets nor
     # shortcut sources (there every swap keeps the selection valid and the resource unchanged), then local search
     free_maps = [t for t in range(1, m + 1) if f.res_kind[t] == 0 and not np.any(f.res_src == t) and f.widths[t] > 1]
