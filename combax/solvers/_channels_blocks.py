@@ -63,36 +63,40 @@ def block_offsets(f: Flat, outs: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def _top_prefix(vals, one, n1, free, nf, buf, out):
-    # out[r] = sum of vals over the fixed-1 indices + the r largest vals over the free ones (r = 0..nf)
+def _top_prefix(vals, one, n1, free, nf, out):
+    # out[r] = sum of vals over the fixed-1 indices + the r largest vals over the free ones (r = 0..nf). Reorders
+    # free[:nf] by vals, descending (insertion sort from its current order: nearly sorted when the vals changed little
+    # since the last call, as between Gray-code neighbours)
     acc = 0.0
     for p in range(n1):
         acc += vals[one[p]]
-    for p in range(nf):  # insertion sort, descending
-        v = vals[free[p]]
+    for p in range(1, nf):
+        j = free[p]
+        v = vals[j]
         q = p - 1
-        while q >= 0 and buf[q] < v:
-            buf[q + 1] = buf[q]
+        while q >= 0 and vals[free[q]] < v:
+            free[q + 1] = free[q]
             q -= 1
-        buf[q + 1] = v
+        free[q + 1] = j
     out[0] = acc
     for p in range(nf):
-        out[p + 1] = out[p] + buf[p]
+        out[p + 1] = out[p] + vals[free[p]]
 
 
 @njit(cache=True)
 def _block_entries(const, colsum, rowsum, a, c_one, c1, c_free, cf, r_one, r1, r_free, rf, blo, bhi, alo, ahi, ci,
-                   co, buf, f1, f2, BT, base):  # fmt: skip
-    # raise BT(b, a, a') to F(b, A, a') for one inner set A of size a given by its sums (module docstring)
-    _top_prefix(colsum, c_one, c1, c_free, cf, buf, f1)
-    _top_prefix(rowsum, r_one, r1, r_free, rf, buf, f2)
+                   co, f1, f2, BT, base):  # fmt: skip
+    # raise BT(b, a, a') to F(b, A, a') for one inner set A of size a given by its sums (module docstring); reorders
+    # c_free and r_free
+    _top_prefix(colsum, c_one, c1, c_free, cf, f1)
+    _top_prefix(rowsum, r_one, r1, r_free, rf, f2)
+    g2 = f2[alo - r1 : ahi - r1 + 1]
+    n2 = ahi - alo + 1
     for b in range(blo, bhi + 1):
         x = const + f1[b - c1]
-        row = base + (b * (ci + 1) + a) * (co + 1)
-        for a2 in range(alo, ahi + 1):
-            v = x + f2[a2 - r1]
-            if v > BT[row + a2]:
-                BT[row + a2] = v
+        dst = BT[base + (b * (ci + 1) + a) * (co + 1) + alo :][:n2]
+        for p in range(n2):
+            dst[p] = max(dst[p], x + g2[p])
 
 
 @njit(cache=True)
@@ -159,7 +163,6 @@ def _gray_sets(widths, imp, off, RO, CO, t, free, n, a0, a_lo, a_hi, const, cols
     # the sizes a0 + |X| within [a_lo, a_hi]. Mutates the sums.
     a = a0
     mask = 0
-    buf = np.empty(max(widths[t - 2], widths[t]))
     f1 = np.empty(widths[t - 2] + 1)
     f2 = np.empty(widths[t] + 1)
     for step in range(1 << n):
@@ -173,7 +176,7 @@ def _gray_sets(widths, imp, off, RO, CO, t, free, n, a0, a_lo, a_hi, const, cols
             const += _toggle_inner(widths, imp, off, RO, CO, t, free[p], sign, colsum, rowsum)
         if a_lo <= a <= a_hi:
             _block_entries(const, colsum, rowsum, a, c_one, c1, c_free, cf, r_one, r1, r_free, rf, blo, bhi, alo,
-                           ahi, width, widths[t], buf, f1, f2, out, base)  # fmt: skip
+                           ahi, width, widths[t], f1, f2, out, base)  # fmt: skip
 
 
 @njit(cache=True)
@@ -208,7 +211,6 @@ def _ub_block_kernel(widths, imp, off, FU, FV, RO, CO, t, BT, base, max_all, max
     # the inner sets that drop at most d free channels, each from the sums over all of them
     for p in range(nf):
         const += _toggle_inner(widths, imp, off, RO, CO, t, in_free[p], 1.0, colsum, rowsum)
-    buf = np.empty(max(cs, co))
     f1 = np.empty(cs + 1)
     f2 = np.empty(co + 1)
     idx = np.empty(max(d, 1), np.int64)
@@ -225,7 +227,7 @@ def _ub_block_kernel(widths, imp, off, FU, FV, RO, CO, t, BT, base, max_all, max
             for p in range(r):
                 x += _toggle_inner(widths, imp, off, RO, CO, t, in_free[idx[p]], -1.0, cs_drop, rs_drop)
             _block_entries(x, cs_drop, rs_drop, a, c_one, c1, c_free, cf, r_one, r1, r_free, rf, blo, bhi, alo, ahi,
-                           ci, co, buf, f1, f2, BT, base)  # fmt: skip
+                           ci, co, f1, f2, BT, base)  # fmt: skip
             p = r - 1  # next r-combination of the free channels
             while p >= 0 and idx[p] == nf - r + p:
                 p -= 1
