@@ -31,6 +31,10 @@ Bound of a node (valid for every completion):
    of the block table and the two count tables at every entry. A block table depends only on the fixings of its
    three maps, so it is cached and reused by every node with the same fixings.
 
+6. Count-range reduction (at the root, and at nodes whose bound is within ``REDUCE_GAP`` of the incumbent): the end
+   of a count range whose bound, with the range cut to that end, is at most the incumbent holds no better solution
+   and is cut off (binary search per end). Narrower ranges make every later DP smaller and save count branchings.
+
 The Lagrangian of a node starts from its parent's multiplier (and each folding round from the last one): any
 multiplier gives a valid bound, so the start only changes the number of DPs.
 
@@ -92,6 +96,7 @@ MU_SHARE = 0.15  # at most this share of the time limit goes to the root's multi
 MU_ITERS = 300
 FOLD = True  # tighten the tables lazily by the folded bounds at every node
 FOLD_ROUNDS = 8
+REDUCE_GAP = 1e-3  # cut the count ranges (`_Ctx.reduce_counts`) at the root and at nodes within this gap (0: off)
 BLOCKS = True  # bound two convs around an inner map jointly (`_channels_blocks`)
 BLOCK_WIDTH = 64  # widest inner map considered for a block
 BLOCK_ALL = 1 << 16  # enumerate all 2^f inner sets of a block while 2^f <= BLOCK_ALL, else
@@ -283,6 +288,59 @@ class _Ctx:
             self.bfrom[q] = filled
             bk[t] = q
         return bk
+
+    def reduce_counts(self, node: _Node, floor: float) -> bool:
+        """Shrink the count ranges of ``node``, the node evaluated last (its tables are in place), to the counts that
+        may hold a solution better than ``floor``: the end [c, hi] (or [lo, c]) of a range whose bound, the
+        Lagrangian DP over the node with that range alone, is at most ``floor`` is cut off. Binary search for the
+        largest cut at each end, O(log C) Lagrangians per end of every count range. Returns whether a range shrank."""
+        f = self.f
+        bk = self.block_tables(node) if self.use_blocks else self.no_blocks
+        pn = np.zeros(self.m + 1, np.int64)
+        pm = np.zeros(self.m + 1, np.int64)
+        tol = TOL * max(1.0, abs(floor))
+
+        def pruned(t, plain, lo_v, hi_v, n_side):
+            nlo, nhi, mlo, mhi = node.nlo.copy(), node.nhi.copy(), node.mlo.copy(), node.mhi.copy()
+            if plain or n_side:
+                nlo[t], nhi[t] = lo_v, hi_v
+            if plain or not n_side:
+                mlo[t], mhi[t] = lo_v, hi_v
+            b, _ = _lagrange_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T, bk,
+                                    self.boff, self.BT, self.bfrom, nlo, nhi, mlo, mhi, self.budget_relaxed,
+                                    node.lam, pn, pm)  # fmt: skip
+            return b <= floor + tol
+
+        shrank = False
+        for t in range(1, self.m + 1):
+            plain = f.res_kind[t] == 0
+            for n_side in (True,) if plain else (True, False):
+                lo_a, hi_a = (node.nlo, node.nhi) if n_side else (node.mlo, node.mhi)
+                lo, hi = int(lo_a[t]), int(hi_a[t])
+                if lo < hi and pruned(t, plain, hi, hi, n_side):  # cut [c, hi] for the smallest such c > lo
+                    a, b = lo + 1, hi  # pruned at b; find the smallest pruned c in [a, b]
+                    while a < b:
+                        c = (a + b) // 2
+                        if pruned(t, plain, c, hi, n_side):
+                            b = c
+                        else:
+                            a = c + 1
+                    hi = b - 1
+                if lo < hi and pruned(t, plain, lo, lo, n_side):  # cut [lo, c] for the largest such c < hi
+                    a, b = lo, hi - 1
+                    while a < b:
+                        c = (a + b + 1) // 2
+                        if pruned(t, plain, lo, c, n_side):
+                            a = c
+                        else:
+                            b = c - 1
+                    lo = a + 1
+                if (lo, hi) != (lo_a[t], hi_a[t]):
+                    shrank = True
+                    lo_a[t], hi_a[t] = lo, hi
+                    if plain:
+                        node.mlo[t], node.mhi[t] = lo, hi
+        return shrank
 
     def optimize_multipliers(self, node: _Node, target: float, max_iter: int, deadline: float):
         """Subgradient descent on Lagrangian decomposition multipliers at ``node`` (propagated); keeps the best.
@@ -489,6 +547,10 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
             ev = ctx.evaluate(root)
     if ev is None:  # cannot happen when min resource <= budget; kept as a guard
         return BnBOutput(best[0], best[1], inc, inc, Status.OPTIMAL, 1, "root infeasible")
+    if REDUCE_GAP > 0 and ev[0] > inc + TOL * max(1.0, abs(inc)) and ctx.reduce_counts(root, inc):
+        ev = ctx.evaluate(root)
+        if ev is None:  # no count range holds a better solution: the incumbent is optimal
+            return BnBOutput(best[0], best[1], inc, inc, Status.OPTIMAL, 1, "root: every count range cut off")
     heap = []
     counter = 0
     n_nodes = 0
@@ -529,6 +591,12 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
         for child in _branch(ctx, node, pn, pm, ubk, a):
             n_nodes += 1
             ev = ctx.evaluate(child)
+            if (
+                ev is not None
+                and inc + TOL * max(1.0, abs(inc)) < ev[0] <= inc + REDUCE_GAP * abs(inc)
+                and ctx.reduce_counts(child, inc)
+            ):
+                ev = ctx.evaluate(child)
             if ev is not None and ev[0] > inc + TOL * max(1.0, abs(inc)):
                 push(child, ev)
         if bar is not None and time.perf_counter() - last > 0.5:

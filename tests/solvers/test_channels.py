@@ -488,6 +488,46 @@ def test_bnb_bound_valid_at_every_node_limit(seed):
             assert close(sol.objective, bf.objective)
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_count_reduction_keeps_the_counts_of_every_solution_above_the_floor(seed):
+    from combax.solvers import _channels_bnb as bnb
+    from combax.solvers._channels_layout import flat
+
+    rng = np.random.default_rng(700 + seed)
+    prob, _ = random_instance(rng, integer=False, max_bits=16)
+    while np.any(prob._c["group"] != 1):  # the B&B's counts are the grouped problem's; keep to one channel per group
+        prob, _ = random_instance(rng, integer=False, max_bits=16)
+    bf = channels.brute_force(prob)
+    c = prob._c
+    n = [int(c["widths"][0])] + [int(bf.keep_out[c["order"][k]].sum()) for k in range(prob.n_maps)]
+    mm = [int(v.sum()) for v in bf.keep]
+    ctx = bnb._Ctx(flat(c), prob.budget)
+    root = ctx.root()
+    ev = ctx.evaluate(root)
+    assert ev is not None
+    cut = bf.objective - 1e-6 * max(1.0, abs(bf.objective))  # the optimum lies above this floor
+    ctx.reduce_counts(root, cut)
+    for t in range(1, prob.n_maps + 1):
+        assert root.nlo[t] <= n[t] <= root.nhi[t], (t, n[t], root.nlo[t], root.nhi[t])
+        assert root.mlo[t] <= mm[t] <= root.mhi[t], (t, mm[t], root.mlo[t], root.mhi[t])
+
+
+def test_count_reduction_cuts_the_far_counts_on_resnet8():
+    from combax.solvers import _channels_bnb as bnb
+    from combax.solvers._channels_layout import flat
+
+    prob = channels.resnet_cifar(8, 0, ratio=0.7)
+    best = channels.solve(prob, "highs", time_limit=60, rel_gap=1e-9)
+    assert best.status == "optimal"
+    ctx = bnb._Ctx(flat(prob._c), prob.budget)
+    root = ctx.root()
+    ctx.evaluate(root)
+    before = int((root.nhi - root.nlo).sum() + (root.mhi - root.mlo).sum())
+    assert ctx.reduce_counts(root, best.objective - 1e-9 * best.objective)
+    after = int((root.nhi - root.nlo).sum() + (root.mhi - root.mlo).sum())
+    assert after < before
+
+
 def test_bnb_bound_valid_under_limits_on_resnet8():
     prob = channels.resnet_cifar(8, 0, ratio=0.5, group_size=4)
     ref = channels.solve(prob, "highs", time_limit=30)
