@@ -100,7 +100,7 @@ REDUCE_GAP = 1e-3  # cut the count ranges (`_Ctx.reduce_counts`) at the root and
 BLOCKS = True  # bound two convs around an inner map jointly (`_channels_blocks`)
 BLOCK_WIDTH = 64  # widest inner map considered for a block
 BLOCK_ALL = 1 << 16  # enumerate all 2^f inner sets of a block while 2^f <= BLOCK_ALL, else
-BLOCK_NEAR = 600  # those that drop at most d free channels, at most BLOCK_NEAR sets (d = 2 on a 32-wide map)
+BLOCK_NEAR = 42_000  # those that drop at most d free channels, at most BLOCK_NEAR sets (d = 4 on 32-wide maps, 2 on 64)
 BLOCK_PART = 16  # and a valid inexact table for the other inner counts, from parts of BLOCK_PART channels (0: off),
 BLOCK_PART_WIDE = 8  # of BLOCK_PART_WIDE channels for inner maps wider than BLOCK_NARROW
 BLOCK_NARROW = 32  # wider inner maps: smaller parts, and no block where the root's profile keeps the map whole
