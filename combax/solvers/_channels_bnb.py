@@ -31,7 +31,8 @@ Bound of a node (valid for every completion):
    of the block table and the two count tables at every entry. A block table depends only on the fixings of its
    three maps, so it is cached and reused by every node with the same fixings.
 
-6. Count-range reduction (at the root, and at nodes whose bound is within ``REDUCE_GAP`` of the incumbent): the end
+6. Count-range reduction (at the root, and at nodes whose bound is within ``REDUCE_GAP`` of the incumbent while the
+   reductions have cost at most ``REDUCE_PER_NODE`` Lagrangians per node evaluated): the end
    of a count range whose bound, with the range cut to that end, is at most the incumbent holds no better solution
    and is cut off (binary search per end). Narrower ranges make every later DP smaller and save count branchings.
 
@@ -96,7 +97,8 @@ MU_SHARE = 0.15  # at most this share of the time limit goes to the root's multi
 MU_ITERS = 300
 FOLD = True  # tighten the tables lazily by the folded bounds at every node
 FOLD_ROUNDS = 8
-REDUCE_GAP = 1e-3  # cut the count ranges (`_Ctx.reduce_counts`) at the root and at nodes within this gap (0: off)
+REDUCE_GAP = 1e-3  # cut the count ranges (`_Ctx.reduce_counts`) at the root and at nodes within this gap (0: off),
+REDUCE_PER_NODE = 4  # while the reductions' Lagrangians are at most this many per node evaluated so far
 BLOCKS = True  # bound two convs around an inner map jointly (`_channels_blocks`)
 BLOCK_WIDTH = 64  # widest inner map considered for a block
 BLOCK_ALL = 1 << 16  # enumerate all 2^f inner sets of a block while 2^f <= BLOCK_ALL, else
@@ -164,6 +166,7 @@ class _Ctx:
         for k in range(m):
             readers[f.src[k]].append(k)
         self.reader = np.array([r[0] if len(r) == 1 else -1 for r in readers], np.int64)
+        self.n_probes = 0  # Lagrangians solved by `reduce_counts`
 
     def root(self) -> _Node:
         f, m = self.f, self.m
@@ -301,6 +304,7 @@ class _Ctx:
         tol = TOL * max(1.0, abs(floor))
 
         def pruned(t, plain, lo_v, hi_v, n_side):
+            self.n_probes += 1
             nlo, nhi, mlo, mhi = node.nlo.copy(), node.nhi.copy(), node.mlo.copy(), node.mhi.copy()
             if plain or n_side:
                 nlo[t], nhi[t] = lo_v, hi_v
@@ -594,6 +598,7 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
             if (
                 ev is not None
                 and inc + TOL * max(1.0, abs(inc)) < ev[0] <= inc + REDUCE_GAP * abs(inc)
+                and ctx.n_probes <= REDUCE_PER_NODE * n_nodes
                 and ctx.reduce_counts(child, inc)
             ):
                 ev = ctx.evaluate(child)
