@@ -31,10 +31,11 @@ Bound of a node (valid for every completion):
    of the block table and the two count tables at every entry. A block table depends only on the fixings of its
    three maps, so it is cached and reused by every node with the same fixings.
 
-6. Count-range reduction (at the root, and at nodes whose bound is within ``REDUCE_GAP`` of the incumbent while the
-   reductions have cost at most ``REDUCE_PER_NODE`` Lagrangians per node evaluated): the end
-   of a count range whose bound, with the range cut to that end, is at most the incumbent holds no better solution
-   and is cut off (binary search per end). Narrower ranges make every later DP smaller and save count branchings.
+6. Count-range reduction (`_Ctx.reduce_counts`): the end of a count range whose bound, with the range cut to that
+   end, is at most the incumbent holds no better solution and is cut off (binary search per end). Narrower ranges
+   make every later DP smaller and save count branchings. Applied at the root, and at nodes whose bound is within
+   ``REDUCE_GAP`` of the incumbent while the reductions have cost at most ``REDUCE_PER_NODE`` Lagrangians per node
+   evaluated.
 
 The Lagrangian of a node starts from its parent's multiplier (and each folding round from the last one): any
 multiplier gives a valid bound, so the start only changes the number of DPs.
@@ -97,8 +98,8 @@ MU_SHARE = 0.15  # at most this share of the time limit goes to the root's multi
 MU_ITERS = 300
 FOLD = True  # tighten the tables lazily by the folded bounds at every node
 FOLD_ROUNDS = 8
-REDUCE_GAP = 1e-3  # cut the count ranges (`_Ctx.reduce_counts`) at the root and at nodes within this gap (0: off),
-REDUCE_PER_NODE = 4  # while the reductions' Lagrangians are at most this many per node evaluated so far
+REDUCE_GAP = 1e-3  # cut the count ranges at the root, and at nodes within this relative gap (0: off) ...
+REDUCE_PER_NODE = 4  # ... while the reductions have solved at most this many Lagrangians per node evaluated
 BLOCKS = True  # bound two convs around an inner map jointly (`_channels_blocks`)
 BLOCK_WIDTH = 64  # widest inner map considered for a block
 BLOCK_ALL = 1 << 16  # enumerate all 2^f inner sets of a block while 2^f <= BLOCK_ALL, else
