@@ -122,6 +122,18 @@ def _hi_at(widths, res_src, res_kind, hoff, HI, t, n, ms):
 
 
 @njit(cache=True)
+def _raise_states(val, argn, argb, arga, t, n, hi, x, b, a):
+    # raise the DP states m_t = n..hi of map t to x, reached with n outputs from the source count b (and inner count
+    # a of a block; -1 otherwise)
+    for mm in range(n, hi + 1):
+        if x > val[t, mm]:
+            val[t, mm] = x
+            argn[t, mm] = n
+            argb[t, mm] = b
+            arga[t, mm] = a
+
+
+@njit(cache=True)
 def _prefix_dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, hoff, HI, blk, lam, prof_n, prof_m):
     # mutates prof_n, prof_m: the profile maximising sum_k T_k - lam cost_k. Returns (value, T-sum, resource).
     # blk[t] = 1: the block t-2 -> t-1 -> t (identity / zero_pad residual from t-2, plain inner map read by conv t-1
@@ -168,12 +180,7 @@ def _prefix_dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, hoff, 
                             ba = a
                     x = pv + best
                     hi = _hi_at(widths, res_src, res_kind, hoff, HI, t, n, ms)
-                    for mm in range(n, hi + 1):
-                        if x > val[t, mm]:
-                            val[t, mm] = x
-                            argn[t, mm] = n
-                            arga[t, mm] = ba
-                            argb[t, mm] = ms
+                    _raise_states(val, argn, argb, arga, t, n, hi, x, ms, ba)
             continue
         s = src[k]
         cs = widths[s]
@@ -199,11 +206,7 @@ def _prefix_dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, hoff, 
                 x = pv + A[row + b]
                 if exact:
                     hi = _hi_at(widths, res_src, res_kind, hoff, HI, t, n, b)
-                    for mm in range(n, hi + 1):
-                        if x > val[t, mm]:
-                            val[t, mm] = x
-                            argn[t, mm] = n
-                            argb[t, mm] = b
+                    _raise_states(val, argn, argb, arga, t, n, hi, x, b, -1)
                 elif x > best:
                     best = x
                     bb = b
@@ -214,11 +217,7 @@ def _prefix_dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, hoff, 
                 hi = ct
             elif kd == 1 or kd == 2:  # relaxed: the source keeps all its channels
                 hi = _hi_at(widths, res_src, res_kind, hoff, HI, t, n, widths[rs])
-            for mm in range(n, hi + 1):
-                if best > val[t, mm]:
-                    val[t, mm] = best
-                    argn[t, mm] = n
-                    argb[t, mm] = bb
+            _raise_states(val, argn, argb, arga, t, n, hi, best, bb, -1)
     best = NEG
     mm = -1
     for b in range(widths[m] + 1):
