@@ -26,10 +26,12 @@ fixings of its three maps and the multipliers, so the B&B caches it.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from ._channels_kernels import NEG, _split_fixings
 from ._channels_layout import Flat
+
+NEAR_CHUNKS = 4  # the near-full inner sets of a block run in this many parallel chunks (a few per core)
 
 
 def find_blocks(f: Flat, max_width: int) -> np.ndarray:
@@ -179,10 +181,11 @@ def _gray_sets(widths, imp, off, RO, CO, t, free, n, a0, a_lo, a_hi, const, cols
                            ahi, width, widths[t], f1, f2, out, base)  # fmt: skip
 
 
-@njit(cache=True)
-def _ub_block_kernel(widths, imp, off, FU, FV, RO, CO, t, BT, base, max_all, max_near):
+@njit(cache=True, parallel=True)
+def _ub_block_kernel(widths, imp, off, FU, FV, RO, CO, t, BT, base, max_all, max_near, b_lo, b_hi, o_lo, o_hi):
     # mutates BT[base : base + (C_s + 1)(C_i + 1)(C_t + 1)]: BT[(b (C_i + 1) + a)(C_t + 1) + a'] of the block ending
-    # at map t (see the module docstring), for every count. Returns lo: BT is exact for the inner counts a >= lo (NEG
+    # at map t (see the module docstring), for every inner count, the input counts b in [b_lo, b_hi] and the output
+    # counts a' in [o_lo, o_hi] (NEG at the other b and a': filled only where the nodes that read it may be). Returns lo: BT is exact for the inner counts a >= lo (NEG
     # where no completion has those counts, or a map would be empty) and NEG below. With f free inner channels, every
     # subset is enumerated when 2^f <= max_all (lo = 0); otherwise the inner sets that drop at most d free channels,
     # the largest d with sum_{r <= d} C(f, r) <= max_near (lo = #fixed-1 + f - d). See `block_plan`.
@@ -191,58 +194,92 @@ def _ub_block_kernel(widths, imp, off, FU, FV, RO, CO, t, BT, base, max_all, max
     cs = widths[s]
     ci = widths[i]
     co = widths[t]
-    for q in range(base, base + (cs + 1) * (ci + 1) * (co + 1)):
-        BT[q] = NEG
     in_one, n1, in_free, nf, c_one, c1, c_free, cf, r_one, r1, r_free, rf = _block_fixings(widths, FU, FV, t)
     colsum = CO[i - 1, :cs].copy()  # the sums of the fixed-1 inner channels, with the outer maps' offsets
     rowsum = RO[t, :co].copy()
     const = 0.0
     for p in range(n1):
         const += _toggle_inner(widths, imp, off, RO, CO, t, in_one[p], 1.0, colsum, rowsum)
-    blo = max(1, c1)
-    bhi = c1 + cf
-    alo = max(1, r1)
-    ahi = r1 + rf
+    blo = max(1, c1, b_lo)
+    bhi = min(c1 + cf, b_hi)
+    alo = max(1, r1, o_lo)
+    ahi = min(r1 + rf, o_hi)
     lo, d = block_plan(n1, nf, max_all, max_near)
+    size = (cs + 1) * (ci + 1) * (co + 1)
     if d < 0:
-        _gray_sets(widths, imp, off, RO, CO, t, in_free, nf, n1, 1, ci, const, colsum, rowsum, c_one, c1, c_free, cf,
-                   r_one, r1, r_free, rf, blo, bhi, alo, ahi, ci, BT, base)  # fmt: skip
+        # every subset, in two Gray-code halves run in parallel: without and with the last free channel (the halves
+        # are fixed, not one per thread, so the tables do not depend on the thread count)
+        h = 1 if nf > 0 else 0
+        parts = np.full((h + 1, size), NEG)
+        for with_last in prange(h + 1):
+            cs_h = colsum.copy()
+            rs_h = rowsum.copy()
+            x = const
+            if with_last:
+                x += _toggle_inner(widths, imp, off, RO, CO, t, in_free[nf - 1], 1.0, cs_h, rs_h)
+            _gray_sets(widths, imp, off, RO, CO, t, in_free, nf - h, n1 + with_last, 1, ci, x, cs_h, rs_h, c_one, c1,
+                       c_free.copy(), cf, r_one, r1, r_free.copy(), rf, blo, bhi, alo, ahi, ci, parts[with_last],
+                       0)  # fmt: skip
+        _max_into(parts, BT, base)
         return lo
-    # the inner sets that drop at most d free channels, each from the sums over all of them
+    # the inner sets that drop at most d free channels, each from the sums over all of them, dealt round-robin to
+    # NEAR_CHUNKS chunks run in parallel (each set is computed alone: the tables do not depend on the chunking)
     for p in range(nf):
         const += _toggle_inner(widths, imp, off, RO, CO, t, in_free[p], 1.0, colsum, rowsum)
-    f1 = np.empty(cs + 1)
-    f2 = np.empty(co + 1)
-    idx = np.empty(max(d, 1), np.int64)
-    for r in range(d + 1):
-        a = n1 + nf - r
-        if a < 1:
-            continue
-        for p in range(r):
-            idx[p] = p
-        while True:
-            x = const
-            cs_drop = colsum.copy()
-            rs_drop = rowsum.copy()
+    nth = NEAR_CHUNKS
+    parts = np.full((nth, size), NEG)
+    for th in prange(nth):
+        f1 = np.empty(cs + 1)
+        f2 = np.empty(co + 1)
+        cfr = c_free.copy()
+        rfr = r_free.copy()
+        idx = np.empty(max(d, 1), np.int64)
+        cs_drop = np.empty(cs)
+        rs_drop = np.empty(co)
+        n_set = 0
+        for r in range(d + 1):
+            a = n1 + nf - r
+            if a < 1:
+                continue
             for p in range(r):
-                x += _toggle_inner(widths, imp, off, RO, CO, t, in_free[idx[p]], -1.0, cs_drop, rs_drop)
-            _block_entries(x, cs_drop, rs_drop, a, c_one, c1, c_free, cf, r_one, r1, r_free, rf, blo, bhi, alo, ahi,
-                           ci, co, f1, f2, BT, base)  # fmt: skip
-            p = r - 1  # next r-combination of the free channels
-            while p >= 0 and idx[p] == nf - r + p:
-                p -= 1
-            if p < 0:
-                break
-            idx[p] += 1
-            for q in range(p + 1, r):
-                idx[q] = idx[q - 1] + 1
+                idx[p] = p
+            while True:
+                if n_set % nth == th:
+                    x = const
+                    cs_drop[:] = colsum
+                    rs_drop[:] = rowsum
+                    for p in range(r):
+                        x += _toggle_inner(widths, imp, off, RO, CO, t, in_free[idx[p]], -1.0, cs_drop, rs_drop)
+                    _block_entries(x, cs_drop, rs_drop, a, c_one, c1, cfr, cf, r_one, r1, rfr, rf, blo, bhi, alo, ahi,
+                                   ci, co, f1, f2, parts[th], 0)  # fmt: skip
+                n_set += 1
+                p = r - 1  # next r-combination of the free channels
+                while p >= 0 and idx[p] == nf - r + p:
+                    p -= 1
+                if p < 0:
+                    break
+                idx[p] += 1
+                for q in range(p + 1, r):
+                    idx[q] = idx[q - 1] + 1
+    _max_into(parts, BT, base)
     return lo
 
 
 @njit(cache=True)
-def _ub_block_split_kernel(widths, imp, off, FU, FV, RO, CO, t, part, out):
+def _max_into(parts, BT, base):
+    # BT[base + q] = max over the rows of parts of parts[:, q]
+    for q in range(parts.shape[1]):
+        v = parts[0, q]
+        for h in range(1, parts.shape[0]):
+            if parts[h, q] > v:
+                v = parts[h, q]
+        BT[base + q] = v
+
+
+@njit(cache=True, parallel=True)
+def _ub_block_split_kernel(widths, imp, off, FU, FV, RO, CO, t, part, out, b_lo, b_hi, o_lo, o_hi):
     # mutates out ((C_s + 1)(C_i + 1)(C_t + 1),), laid out as BT: a valid but inexact block table for every inner
-    # count. The free inner channels are split into consecutive parts of at most `part`; each part's sets are
+    # count, b in [b_lo, b_hi] and a' in [o_lo, o_hi] (NEG elsewhere). The free inner channels are split into consecutive parts of at most `part`; each part's sets are
     # enumerated (Gray code) into a part table PT_h(b, x, a') = max over x-sets of the part of F restricted to them,
     # and BT(b, a, a') <= max over x_1 + ... + x_H = a - #fixed-1 of sum_h PT_h(b, x_h, a'): the top-b sum (and the
     # top-a' sum) of a sum of vectors is at most the sum of their top-b sums, fixed-1 entries being linear. Offsets
@@ -252,29 +289,30 @@ def _ub_block_split_kernel(widths, imp, off, FU, FV, RO, CO, t, part, out):
     ci = widths[i]
     co = widths[t]
     in_one, n1, in_free, nf, c_one, c1, c_free, cf, r_one, r1, r_free, rf = _block_fixings(widths, FU, FV, t)
-    blo = max(1, c1)
-    bhi = c1 + cf
-    alo = max(1, r1)
-    ahi = r1 + rf
+    blo = max(1, c1, b_lo)
+    bhi = min(c1 + cf, b_hi)
+    alo = max(1, r1, o_lo)
+    ahi = min(r1 + rf, o_hi)
+    n_parts = max(1, (nf + part - 1) // part)
+    pts = np.full((n_parts, (cs + 1) * (part + 1) * (co + 1)), NEG)  # part h's table, inner dimension its size
+    for h in prange(n_parts):  # the parts' sets are enumerated in parallel
+        sz = min(part, nf - h * part)
+        colsum = np.zeros(cs)
+        rowsum = np.zeros(co)
+        const = 0.0
+        if h == 0:  # the first part carries the fixed-1 inner channels and the outer maps' offsets
+            colsum[:] = CO[i - 1, :cs]
+            rowsum[:] = RO[t, :co]
+            for p in range(n1):
+                const += _toggle_inner(widths, imp, off, RO, CO, t, in_one[p], 1.0, colsum, rowsum)
+        _gray_sets(widths, imp, off, RO, CO, t, in_free[h * part :], sz, 0, 0, sz, const, colsum, rowsum, c_one, c1,
+                   c_free.copy(), cf, r_one, r1, r_free.copy(), rf, blo, bhi, alo, ahi, sz, pts[h], 0)  # fmt: skip
     cur = np.full((cs + 1) * (ci + 1) * (co + 1), NEG)  # the combined table of the parts so far, over x = a - n1
     nxt = np.empty_like(cur)
     done = 0  # free channels in the parts so far
-    h = 0
-    while h == 0 or done < nf:
+    for h in range(n_parts):
         sz = min(part, nf - done)
-        pt = np.full((cs + 1) * (sz + 1) * (co + 1), NEG)
-        if h == 0:  # the first part carries the fixed-1 inner channels and the outer maps' offsets
-            colsum = CO[i - 1, :cs].copy()
-            rowsum = RO[t, :co].copy()
-            const = 0.0
-            for p in range(n1):
-                const += _toggle_inner(widths, imp, off, RO, CO, t, in_one[p], 1.0, colsum, rowsum)
-        else:
-            colsum = np.zeros(cs)
-            rowsum = np.zeros(co)
-            const = 0.0
-        _gray_sets(widths, imp, off, RO, CO, t, in_free[done:], sz, 0, 0, sz, const, colsum, rowsum, c_one, c1, c_free,
-                   cf, r_one, r1, r_free, rf, blo, bhi, alo, ahi, sz, pt, 0)  # fmt: skip
+        pt = pts[h]
         if h == 0:
             for b in range(blo, bhi + 1):
                 for xx in range(sz + 1):
@@ -296,7 +334,6 @@ def _ub_block_split_kernel(widths, imp, off, FU, FV, RO, CO, t, part, out):
                                 nxt[row_n + a2] = v
             cur, nxt = nxt, cur
         done += sz
-        h += 1
     for q in range(out.size):
         out[q] = NEG
     for b in range(blo, bhi + 1):

@@ -248,6 +248,16 @@ class _Ctx:
         # computed for every count, it is reused by every node with the same fixings
         self.block_cache: OrderedDict = OrderedDict()
         self.cache_bytes = 0
+        # block tables are filled only over these input / output count ranges (`restrict_block_fill`)
+        self.fill_m = np.stack([np.zeros(self.m + 1, np.int64), self.f.widths.copy()])
+        self.fill_n = self.fill_m.copy()
+
+    def restrict_block_fill(self, node: _Node):
+        """Fill later block tables only over the count ranges of ``node``, the root after its count reductions:
+        every node's ranges lie within the root's, so the entries outside are never read; the cached tables (filled
+        more widely) stay valid."""
+        self.fill_m = np.stack([node.mlo, node.mhi])
+        self.fill_n = np.stack([node.nlo, node.nhi])
 
     def drop_wide_full_blocks(self, pn):
         """Drop the blocks with inner maps wider than BLOCK_NARROW that the root's profile ``pn`` keeps whole: their
@@ -269,19 +279,23 @@ class _Ctx:
             if not BLOCK_PART and node.nhi[t - 1] < lo_a:  # no inner count of the node where a table is filled
                 continue
             at = slice(self.boff[q], self.boff[q + 1])
-            key = (q, node.FV[t - 2].tobytes(), node.FU[t - 1].tobytes(), node.FU[t].tobytes())
+            rng = tuple(int(x) for x in (*self.fill_m[:, t - 2], *self.fill_n[:, t]))  # input and output counts to fill
+            if not (rng[0] <= node.mlo[t - 2] and node.mhi[t - 2] <= rng[1] and rng[2] <= node.nlo[t]
+                    and node.nhi[t] <= rng[3]):  # fmt: skip
+                rng = (1, f.widths[t - 2], 1, f.widths[t])  # cannot happen (ranges only shrink); kept as a guard
+            key = (q, rng, node.FV[t - 2].tobytes(), node.FU[t - 1].tobytes(), node.FU[t].tobytes())
             hit = self.block_cache.pop(key, None)
             if hit is None:
                 filled = _ub_block_kernel(f.widths, f.imp, f.off, node.FU, node.FV, self.RO, self.CO, t, self.BT,
-                                          self.boff[q], BLOCK_ALL, BLOCK_NEAR)  # fmt: skip
+                                          self.boff[q], BLOCK_ALL, BLOCK_NEAR, *rng)  # fmt: skip
             else:
                 self.cache_bytes -= hit[0].nbytes
                 self.BT[at], filled = hit
             if BLOCK_PART and d >= 0 and node.nlo[t - 1] < filled:  # the parts' table below the exact counts
                 split = np.empty(self.boff[q + 1] - self.boff[q])
                 part = BLOCK_PART if f.widths[t - 1] <= BLOCK_NARROW else BLOCK_PART_WIDE
-                _ub_block_split_kernel(f.widths, f.imp, f.off, node.FU, node.FV, self.RO, self.CO, t, part,
-                                       split)  # fmt: skip
+                _ub_block_split_kernel(f.widths, f.imp, f.off, node.FU, node.FV, self.RO, self.CO, t, part, split,
+                                       *rng)  # fmt: skip
                 shape = (f.widths[t - 2] + 1, f.widths[t - 1] + 1, f.widths[t] + 1)
                 self.BT[at].reshape(shape)[:, :filled] = split.reshape(shape)[:, :filled]
                 filled = 0
@@ -553,6 +567,7 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
     if ev is None:  # cannot happen when min resource <= budget; kept as a guard
         return BnBOutput(best[0], best[1], inc, inc, Status.OPTIMAL, 1, "root infeasible")
     if REDUCE_GAP > 0 and ev[0] > inc + TOL * max(1.0, abs(inc)) and ctx.reduce_counts(root, inc):
+        ctx.restrict_block_fill(root)
         ev = ctx.evaluate(root)
         if ev is None:  # no count range holds a better solution: the incumbent is optimal
             return BnBOutput(best[0], best[1], inc, inc, Status.OPTIMAL, 1, "root: every count range cut off")

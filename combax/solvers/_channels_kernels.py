@@ -5,7 +5,7 @@ Arrays are the fields of :class:`combax.solvers._channels_layout.Flat`. No kerne
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 
 @njit(cache=True)
@@ -235,6 +235,7 @@ def _fill_kernel(widths, src, imp, off, cost, lin, res_src, res_kind, budget, U,
 
 
 NEG = -1e300
+TABLE_CHUNKS = 4  # the count tables' convs run in this many parallel chunks (a few per core)
 
 
 @njit(cache=True)
@@ -903,7 +904,7 @@ def _best_offsets(O_row, one, n1, free, nf, out):
         out[p + 1] = out[p] + tmp[p]
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _ub_tables_mu_kernel(widths, src, imp, off, FU, FV, toff, T, RO, CO):
     # mutates T: T[toff[k] + a * (C_s + 1) + b] = min(row bound, column bound) of conv k with a kept outputs and
     # b kept inputs under the fixings FU (rows, u of map k+1) and FV (columns, v of map src[k]); NEG if impossible.
@@ -916,6 +917,14 @@ def _ub_tables_mu_kernel(widths, src, imp, off, FU, FV, toff, T, RO, CO):
     for t in range(m + 1):
         if widths[t] > cmax:
             cmax = widths[t]
+    for ch in prange(TABLE_CHUNKS):  # the convs dealt round-robin to parallel chunks (each conv's table is its own)
+        for k in range(ch, m, TABLE_CHUNKS):
+            _ub_table_mu_conv(widths, src, imp, off, FU, FV, toff, T, RO, CO, k, cmax)
+
+
+@njit(cache=True)
+def _ub_table_mu_conv(widths, src, imp, off, FU, FV, toff, T, RO, CO, k, cmax):
+    # conv k's part of `_ub_tables_mu_kernel`
     vbuf = np.empty(cmax)
     pref = np.empty((cmax, cmax + 1))
     perm = np.empty(cmax, np.int64)
@@ -925,46 +934,45 @@ def _ub_tables_mu_kernel(widths, src, imp, off, FU, FV, toff, T, RO, CO):
     rows_one = np.empty(cmax, np.int64)
     cols_free = np.empty(cmax, np.int64)
     cols_one = np.empty(cmax, np.int64)
-    for k in range(m):
-        t = k + 1
-        s = src[k]
-        ct = widths[t]
-        cs = widths[s]
-        base = toff[k]
-        for q in range(base, base + (ct + 1) * (cs + 1)):
-            T[q] = NEG
-        r1, rf = _split_fixings(FU, t, ct, False, rows_one, rows_free)
-        c1, cf = _split_fixings(FV, s, cs, s == 0, cols_one, cols_free)
-        _best_offsets(CO[k], cols_one, c1, cols_free, cf, colofs)
-        _best_offsets(RO[t], rows_one, r1, rows_free, rf, rowofs)
-        # row bound, every (a, b): fixed-1 rows plus the best free rows at b columns each
-        _row_prefix(imp, off[k], cs, rows_one, r1, rows_free, rf, cols_one, c1, cols_free, cf, RO[t], CO[k], 0.0,
-                    False, vbuf, pref)  # fmt: skip
-        for x in range(rf):
-            perm[x] = x
-        for r in range(cf + 1):
-            b = c1 + r
-            acc = colofs[r] + _rank_free_rows(pref, r1, rf, r, perm)
-            T[base + r1 * (cs + 1) + b] = acc
-            for q in range(rf):
-                acc += pref[r1 + perm[q], r]
-                T[base + (r1 + q + 1) * (cs + 1) + b] = acc
-        # column bound, symmetric; T keeps the smaller
-        _row_prefix(imp, off[k], cs, cols_one, c1, cols_free, cf, rows_one, r1, rows_free, rf, CO[k], RO[t], 0.0,
-                    True, vbuf, pref)  # fmt: skip
-        for x in range(cf):
-            perm[x] = x
-        for r in range(rf + 1):
-            a = r1 + r
-            acc = rowofs[r] + _rank_free_rows(pref, c1, cf, r, perm)
-            idx = base + a * (cs + 1) + c1
+    t = k + 1
+    s = src[k]
+    ct = widths[t]
+    cs = widths[s]
+    base = toff[k]
+    for q in range(base, base + (ct + 1) * (cs + 1)):
+        T[q] = NEG
+    r1, rf = _split_fixings(FU, t, ct, False, rows_one, rows_free)
+    c1, cf = _split_fixings(FV, s, cs, s == 0, cols_one, cols_free)
+    _best_offsets(CO[k], cols_one, c1, cols_free, cf, colofs)
+    _best_offsets(RO[t], rows_one, r1, rows_free, rf, rowofs)
+    # row bound, every (a, b): fixed-1 rows plus the best free rows at b columns each
+    _row_prefix(imp, off[k], cs, rows_one, r1, rows_free, rf, cols_one, c1, cols_free, cf, RO[t], CO[k], 0.0,
+                False, vbuf, pref)  # fmt: skip
+    for x in range(rf):
+        perm[x] = x
+    for r in range(cf + 1):
+        b = c1 + r
+        acc = colofs[r] + _rank_free_rows(pref, r1, rf, r, perm)
+        T[base + r1 * (cs + 1) + b] = acc
+        for q in range(rf):
+            acc += pref[r1 + perm[q], r]
+            T[base + (r1 + q + 1) * (cs + 1) + b] = acc
+    # column bound, symmetric; T keeps the smaller
+    _row_prefix(imp, off[k], cs, cols_one, c1, cols_free, cf, rows_one, r1, rows_free, rf, CO[k], RO[t], 0.0,
+                True, vbuf, pref)  # fmt: skip
+    for x in range(cf):
+        perm[x] = x
+    for r in range(rf + 1):
+        a = r1 + r
+        acc = rowofs[r] + _rank_free_rows(pref, c1, cf, r, perm)
+        idx = base + a * (cs + 1) + c1
+        if acc < T[idx]:
+            T[idx] = acc
+        for q in range(cf):
+            acc += pref[c1 + perm[q], r]
+            idx = base + a * (cs + 1) + c1 + q + 1
             if acc < T[idx]:
                 T[idx] = acc
-            for q in range(cf):
-                acc += pref[c1 + perm[q], r]
-                idx = base + a * (cs + 1) + c1 + q + 1
-                if acc < T[idx]:
-                    T[idx] = acc
 
 
 @njit(cache=True)
@@ -1088,7 +1096,7 @@ def _fold_side_kernel(imp, off_k, cs, rows_one, r1, rows_free, rf, cols_one, c1,
         out[r] = acc
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _ub_tables_fold_kernel(widths, src, imp, off, FU, FV, toff, T, RO, CO, nlo, nhi, mlo, mhi, fa, fb):
     # tightens T (from _ub_tables_mu_kernel, same offsets) by the folded bounds of conv k at a = fa[k] (every b in
     # the node's range; skipped if fa[k] < 0) and at b = fb[k] (every a in range; skipped if fb[k] < 0): the row
@@ -1099,6 +1107,16 @@ def _ub_tables_fold_kernel(widths, src, imp, off, FU, FV, toff, T, RO, CO, nlo, 
     for t in range(m + 1):
         if widths[t] > cmax:
             cmax = widths[t]
+    for ch in prange(TABLE_CHUNKS):  # as in `_ub_tables_mu_kernel`
+        for k in range(ch, m, TABLE_CHUNKS):
+            if src[k] != 0 and (fa[k] >= 0 or fb[k] >= 0):  # the input is fixed: no column offsets to fold
+                _ub_table_fold_conv(widths, src, imp, off, FU, FV, toff, T, RO, CO, nlo, nhi, mlo, mhi, fa, fb, k,
+                                    cmax)  # fmt: skip
+
+
+@njit(cache=True)
+def _ub_table_fold_conv(widths, src, imp, off, FU, FV, toff, T, RO, CO, nlo, nhi, mlo, mhi, fa, fb, k, cmax):
+    # conv k's part of `_ub_tables_fold_kernel`
     vbuf = np.empty(cmax)
     rowpref = np.empty((cmax, cmax + 1))
     perm = np.empty(cmax, np.int64)
@@ -1107,40 +1125,37 @@ def _ub_tables_fold_kernel(widths, src, imp, off, FU, FV, toff, T, RO, CO, nlo, 
     rows_one = np.empty(cmax, np.int64)
     cols_free = np.empty(cmax, np.int64)
     cols_one = np.empty(cmax, np.int64)
-    for k in range(m):
-        t = k + 1
-        s = src[k]
-        if s == 0:
-            continue  # the input is fixed: no column offsets to fold
-        ct = widths[t]
-        cs = widths[s]
-        base = toff[k]
-        r1, rf = _split_fixings(FU, t, ct, False, rows_one, rows_free)
-        c1, cf = _split_fixings(FV, s, cs, False, cols_one, cols_free)
-        ROt = RO[t]
-        COk = CO[k]
-        a_lo = max(nlo[t], r1, 1)
-        a_hi = min(nhi[t], r1 + rf)
-        b_lo = max(mlo[s], c1, 1)
-        b_hi = min(mhi[s], c1 + cf)
-        for a in range(a_lo, a_hi + 1):
-            if a != fa[k]:
-                continue
-            _fold_side_kernel(imp, off[k], cs, rows_one, r1, rows_free, rf, cols_one, c1, cols_free, cf, ROt, COk, a,
-                              False, out, vbuf, rowpref, perm)  # fmt: skip
-            for b in range(b_lo, b_hi + 1):
-                idx = base + a * (cs + 1) + b
-                v = out[b - c1]
-                if T[idx] > NEG / 2 and v < T[idx]:
-                    T[idx] = v
+    t = k + 1
+    s = src[k]
+    ct = widths[t]
+    cs = widths[s]
+    base = toff[k]
+    r1, rf = _split_fixings(FU, t, ct, False, rows_one, rows_free)
+    c1, cf = _split_fixings(FV, s, cs, False, cols_one, cols_free)
+    ROt = RO[t]
+    COk = CO[k]
+    a_lo = max(nlo[t], r1, 1)
+    a_hi = min(nhi[t], r1 + rf)
+    b_lo = max(mlo[s], c1, 1)
+    b_hi = min(mhi[s], c1 + cf)
+    for a in range(a_lo, a_hi + 1):
+        if a != fa[k]:
+            continue
+        _fold_side_kernel(imp, off[k], cs, rows_one, r1, rows_free, rf, cols_one, c1, cols_free, cf, ROt, COk, a,
+                          False, out, vbuf, rowpref, perm)  # fmt: skip
         for b in range(b_lo, b_hi + 1):
-            if b != fb[k]:
-                continue
-            # columns as rows: imp index (row j, col i) = off + j * cs + i, read transposed
-            _fold_side_kernel(imp, off[k], cs, cols_one, c1, cols_free, cf, rows_one, r1, rows_free, rf, COk, ROt, b,
-                              True, out, vbuf, rowpref, perm)  # fmt: skip
-            for a in range(a_lo, a_hi + 1):
-                idx = base + a * (cs + 1) + b
-                v = out[a - r1]
-                if T[idx] > NEG / 2 and v < T[idx]:
-                    T[idx] = v
+            idx = base + a * (cs + 1) + b
+            v = out[b - c1]
+            if T[idx] > NEG / 2 and v < T[idx]:
+                T[idx] = v
+    for b in range(b_lo, b_hi + 1):
+        if b != fb[k]:
+            continue
+        # columns as rows: imp index (row j, col i) = off + j * cs + i, read transposed
+        _fold_side_kernel(imp, off[k], cs, cols_one, c1, cols_free, cf, rows_one, r1, rows_free, rf, COk, ROt, b,
+                          True, out, vbuf, rowpref, perm)  # fmt: skip
+        for a in range(a_lo, a_hi + 1):
+            idx = base + a * (cs + 1) + b
+            v = out[a - r1]
+            if T[idx] > NEG / 2 and v < T[idx]:
+                T[idx] = v

@@ -16,6 +16,8 @@ from combax.solvers._channels_kernels import NEG
 from combax.solvers._channels_layout import flat
 from combax.solvers.channels import ChannelProblem
 
+FULL = (0, 1 << 30, 0, 1 << 30)  # fill every input and output count
+
 
 def chain_problem(rng, widths):
     convs = [(t - 1, t, rng.lognormal(0, 1, size=(widths[t], widths[t - 1]))) for t in range(1, len(widths))]
@@ -66,7 +68,7 @@ def test_block_table_is_the_maximum_over_every_admissible_triple(seed, max_all, 
     for t in (2, 3):  # a block on the fixed input map and one after it
         shape = (widths[t - 2] + 1, widths[t - 1] + 1, widths[t] + 1)
         BT = np.full(int(np.prod(shape)) + 5, 7.0)
-        a_lo = _ub_block_kernel(f.widths, f.imp, f.off, FU, FV, RO, CO, t, BT, 2, max_all, max_near)
+        a_lo = _ub_block_kernel(f.widths, f.imp, f.off, FU, FV, RO, CO, t, BT, 2, max_all, max_near, *FULL)
         n_fixed = int((FU[t - 1, : widths[t - 1]] == 1).sum())
         n_free = int((FU[t - 1, : widths[t - 1]] == -1).sum())
         if max_all >= 1 << n_free:
@@ -84,6 +86,37 @@ def test_block_table_is_the_maximum_over_every_admissible_triple(seed, max_all, 
         assert (BT[:2] == 7.0).all() and (BT[-3:] == 7.0).all(), "the kernel writes only its own table"
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_tables_filled_over_count_ranges_equal_the_full_tables_there(seed):
+    # the B&B fills block tables only over the root's input and output count ranges: inside them the entries are
+    # those of the full table, outside they are NEG (never read: every node's ranges lie within the root's)
+    rng = np.random.default_rng(700 + seed)
+    widths = [int(rng.integers(1, 4))] + [int(rng.integers(2, 7)) for _ in range(3)]
+    f = flat(chain_problem(rng, widths)._c)
+    m = len(widths) - 1
+    FU = rng.choice(np.array([-1, -1, -1, 0, 1], np.int8), size=(m + 1, f.cmax))
+    RO = rng.normal(0, 0.5, size=(m + 1, f.cmax))
+    CO = rng.normal(0, 0.5, size=(m, f.cmax))
+    t = 3
+    shape = (widths[1] + 1, widths[2] + 1, widths[3] + 1)
+    b_lo, b_hi = sorted(int(x) for x in rng.integers(1, widths[1] + 1, 2))
+    o_lo, o_hi = sorted(int(x) for x in rng.integers(1, widths[3] + 1, 2))
+    inside = np.zeros(shape, bool)
+    inside[b_lo : b_hi + 1, :, o_lo : o_hi + 1] = True
+    for fill in (
+        lambda out, *r: _ub_block_kernel(f.widths, f.imp, f.off, FU, FU, RO, CO, t, out, 0, 1 << 16, 8, *r),
+        lambda out, *r: _ub_block_kernel(f.widths, f.imp, f.off, FU, FU, RO, CO, t, out, 0, 2, 4, *r),  # near-full
+        lambda out, *r: _ub_block_split_kernel(f.widths, f.imp, f.off, FU, FU, RO, CO, t, 2, out, *r),
+    ):
+        full = np.empty(int(np.prod(shape)))
+        part = np.empty_like(full)
+        fill(full, *FULL)
+        fill(part, b_lo, b_hi, o_lo, o_hi)
+        full, part = full.reshape(shape), part.reshape(shape)
+        np.testing.assert_array_equal(part[inside], full[inside])
+        assert (part[~inside] <= NEG / 2).all()
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_parts_table_bounds_the_block_and_is_exact_with_one_part(seed):
     rng = np.random.default_rng(300 + seed)
@@ -98,7 +131,7 @@ def test_parts_table_bounds_the_block_and_is_exact_with_one_part(seed):
         want = block_table_by_enumeration(f, FU, FU, RO, CO, t)
         for part in (1, 2, 3, 8):
             got = np.empty(int(np.prod(shape)))
-            _ub_block_split_kernel(f.widths, f.imp, f.off, FU, FU, RO, CO, t, part, got)
+            _ub_block_split_kernel(f.widths, f.imp, f.off, FU, FU, RO, CO, t, part, got, *FULL)
             got = got.reshape(shape)
             assert np.array_equal(got <= NEG / 2, want <= NEG / 2), (seed, t, part)
             finite = want > NEG / 2
