@@ -44,10 +44,10 @@ from ._channels_local import _local_search_kernel, _ls_chan_ok_kernel
 
 BUDGET_SCALES = (1.0, 0.99, 0.97, 0.94)  # DP budgets (times the budget): other hull profiles, more left to the fill
 TOP_PROFILES = 3  # best feasible profiles of each bisection that are completed and tried
-LAM_TOL = 1e-7  # relative width at which the bisection on the budget multiplier stops
+LAM_TOL = 1e-5  # relative width at which the bisection on the budget multiplier stops
 ROUNDS = 10
 PERTURB = 3  # randomly perturbed rankings per round (besides the plain one)
-PATIENCE = 2  # rounds in a row without a gain before stopping
+PATIENCE = 1  # rounds in a row without a gain before stopping
 DEMOTE = 0.3  # per map, the chance that a perturbed ranking moves one random u-kept channel to the unkept tier
 LS_ROUNDS = 1000  # local search of each candidate, as at the B&B's root
 LS_DROPS = 64
