@@ -104,9 +104,8 @@ BLOCKS = True  # bound two convs around an inner map jointly (`_channels_blocks`
 BLOCK_WIDTH = 64  # widest inner map considered for a block
 BLOCK_ALL = 1 << 16  # enumerate all 2^f inner sets of a block while 2^f <= BLOCK_ALL, else
 BLOCK_NEAR = 42_000  # those that drop at most d free channels, at most BLOCK_NEAR sets (d = 4 on 32-wide maps, 2 on 64)
-BLOCK_PART = 16  # and a valid inexact table for the other inner counts, from parts of BLOCK_PART channels (0: off),
-BLOCK_PART_WIDE = 8  # of BLOCK_PART_WIDE channels for inner maps wider than BLOCK_NARROW
-BLOCK_NARROW = 32  # wider inner maps: smaller parts, and no block where the root's profile keeps the map whole
+BLOCK_PART = 16  # and a valid inexact table for the other inner counts, from parts of BLOCK_PART channels (0: off)
+BLOCK_NARROW = 32  # no block around a wider inner map that the root's profile keeps whole
 BLOCK_CACHE_MB = 512  # block tables kept (least recently used dropped); each (C_s + 1)(C_i + 1)(C_t + 1) floats
 
 
@@ -293,9 +292,8 @@ class _Ctx:
                 self.BT[at], filled = hit
             if BLOCK_PART and d >= 0 and node.nlo[t - 1] < filled:  # the parts' table below the exact counts
                 split = np.empty(self.boff[q + 1] - self.boff[q])
-                part = BLOCK_PART if f.widths[t - 1] <= BLOCK_NARROW else BLOCK_PART_WIDE
-                _ub_block_split_kernel(f.widths, f.imp, f.off, node.FU, node.FV, self.RO, self.CO, t, part, split,
-                                       *rng)  # fmt: skip
+                _ub_block_split_kernel(f.widths, f.imp, f.off, node.FU, node.FV, self.RO, self.CO, t, BLOCK_PART,
+                                       split, *rng)  # fmt: skip
                 shape = (f.widths[t - 2] + 1, f.widths[t - 1] + 1, f.widths[t] + 1)
                 self.BT[at].reshape(shape)[:, :filled] = split.reshape(shape)[:, :filled]
                 filled = 0
