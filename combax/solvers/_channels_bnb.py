@@ -26,7 +26,8 @@ Bound of a node (valid for every completion):
    reader are bounded jointly by enumerating inner sets (:mod:`combax.solvers._channels_blocks`): all of them while
    there are at most ``BLOCK_ALL``, else those that drop at most d free channels, at most ``BLOCK_NEAR`` sets (exact
    for the inner counts near the full width), and for the other counts a table from parts of ``BLOCK_PART``
-   channels, each choosing its own columns and rows. Both convs share the inner set, where the count tables let each
+   channels, each choosing its own columns and rows (with shifts between the parts' sums, ``PART_SHIFT``, that make
+   them rank the columns and rows alike). Both convs share the inner set, where the count tables let each
    row choose its own. The DP steps over the block from its input's count to its output's count, taking the smaller
    of the block table and the two count tables at every entry. A block table depends only on the fixings of its
    three maps, so it is cached and reused by every node with the same fixings.
@@ -105,6 +106,7 @@ BLOCK_WIDTH = 64  # widest inner map considered for a block
 BLOCK_ALL = 1 << 16  # enumerate all 2^f inner sets of a block while 2^f <= BLOCK_ALL, else
 BLOCK_NEAR = 42_000  # those that drop at most d free channels, at most BLOCK_NEAR sets (d = 4 on 32-wide maps, 2 on 64)
 BLOCK_PART = 16  # and a valid inexact table for the other inner counts, from parts of BLOCK_PART channels (0: off)
+PART_SHIFT = 0.7  # shifts between the parts' column and row sums (`_ub_block_split_kernel`'s rho; 0: none)
 BLOCK_NARROW = 32  # no block around a wider inner map that the root's profile keeps whole
 BLOCK_CACHE_MB = 512  # block tables kept (least recently used dropped); each (C_s + 1)(C_i + 1)(C_t + 1) floats
 
@@ -293,7 +295,7 @@ class _Ctx:
             if BLOCK_PART and d >= 0 and node.nlo[t - 1] < filled:  # the parts' table below the exact counts
                 split = np.empty(self.boff[q + 1] - self.boff[q])
                 _ub_block_split_kernel(f.widths, f.imp, f.off, node.FU, node.FV, self.RO, self.CO, t, BLOCK_PART,
-                                       split, *rng)  # fmt: skip
+                                       split, *rng, PART_SHIFT)  # fmt: skip
                 shape = (f.widths[t - 2] + 1, f.widths[t - 1] + 1, f.widths[t] + 1)
                 self.BT[at].reshape(shape)[:, :filled] = split.reshape(shape)[:, :filled]
                 filled = 0

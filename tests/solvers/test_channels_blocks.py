@@ -106,7 +106,7 @@ def test_tables_filled_over_count_ranges_equal_the_full_tables_there(seed):
     for fill in (
         lambda out, *r: _ub_block_kernel(f.widths, f.imp, f.off, FU, FU, RO, CO, t, out, 0, 1 << 16, 8, *r),
         lambda out, *r: _ub_block_kernel(f.widths, f.imp, f.off, FU, FU, RO, CO, t, out, 0, 2, 4, *r),  # near-full
-        lambda out, *r: _ub_block_split_kernel(f.widths, f.imp, f.off, FU, FU, RO, CO, t, 2, out, *r),
+        lambda out, *r: _ub_block_split_kernel(f.widths, f.imp, f.off, FU, FU, RO, CO, t, 2, out, *r, 0.5),
     ):
         full = np.empty(int(np.prod(shape)))
         part = np.empty_like(full)
@@ -129,9 +129,9 @@ def test_parts_table_bounds_the_block_and_is_exact_with_one_part(seed):
     for t in (2, 3):
         shape = (widths[t - 2] + 1, widths[t - 1] + 1, widths[t] + 1)
         want = block_table_by_enumeration(f, FU, FU, RO, CO, t)
-        for part in (1, 2, 3, 8):
+        for part, rho in itertools.product((1, 2, 3, 8), (0.0, 0.5, 1.0)):  # rho: shifts between the parts' sums
             got = np.empty(int(np.prod(shape)))
-            _ub_block_split_kernel(f.widths, f.imp, f.off, FU, FU, RO, CO, t, part, got, *FULL)
+            _ub_block_split_kernel(f.widths, f.imp, f.off, FU, FU, RO, CO, t, part, got, *FULL, rho)
             got = got.reshape(shape)
             assert np.array_equal(got <= NEG / 2, want <= NEG / 2), (seed, t, part)
             finite = want > NEG / 2
