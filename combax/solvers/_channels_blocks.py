@@ -19,8 +19,8 @@ order (one row and one column updated per subset), each O((C_s + C_t) log + C_s 
 ResNet stage-1 block. Wider inner maps get the exact table only for the inner counts near their full width (the sets
 that drop at most d free channels), and a valid inexact table for the other counts from parts of the inner map
 (`_ub_block_split_kernel`: each part of at most ``part`` channels chooses its own columns and rows, a relaxation
-between the exact table and the count tables, where every single row chooses its own; shifts between the parts'
-sums that add up to zero keep it valid and make the parts agree). The kernels run their independent pieces (Gray-code
+between the exact table and the count tables, where every single row chooses its own; the parts start from vectors
+that make the bound exact at a target inner set, the incumbent's). The kernels run their independent pieces (Gray-code
 halves, chunks of near-full sets, parts) in parallel; the tables do not depend on the thread count. A table depends
 only on the fixings of its three maps and the multipliers, so the B&B caches it.
 """
@@ -279,17 +279,18 @@ def _max_into(parts, BT, base):
 
 
 @njit(cache=True, parallel=True)
-def _ub_block_split_kernel(widths, imp, off, FU, FV, RO, CO, t, part, out, b_lo, b_hi, o_lo, o_hi, rho):
+def _ub_block_split_kernel(widths, imp, off, FU, FV, RO, CO, t, part, out, b_lo, b_hi, o_lo, o_hi, target):
     # mutates out ((C_s + 1)(C_i + 1)(C_t + 1),), laid out as BT: a valid but inexact block table for every inner
     # count, b in [b_lo, b_hi] and a' in [o_lo, o_hi] (NEG elsewhere). The free inner channels are split into
     # consecutive parts of at most `part`; each part's sets are enumerated (Gray code) into a part table
     # PT_h(b, x, a') = max over x-sets of the part of F restricted to them, and BT(b, a, a') <= max over
     # x_1 + ... + x_H = a - #fixed-1 of sum_h PT_h(b, x_h, a'): the top-b sum (and the top-a' sum) of a sum of vectors
-    # is at most the sum of their top-b sums, fixed-1 entries being linear. Offsets and fixed-1 inner channels go with
-    # the first part. The same holds with shifts added to each part's column (row) sums that sum to zero over the
-    # parts; with rho > 0 part h's shift is rho (X sz_h / f - X_h), X_h the column (row) sums of all of part h's
-    # channels and X those of all f free channels: parts that keep a share rho of their channels then rank the
-    # columns (rows) alike, as the whole set does. O(H 2^part (C_s C_t + (C_s + C_t) log) + H C_s C_i^2 C_t).
+    # is at most the sum of their top-b sums, fixed-1 entries being linear. The offsets and the fixed-1 inner
+    # channels' sums (the base) are split among the parts as start vectors that add up to the base; with a target
+    # inner set (`target[j]` = 1; e.g. the incumbent's) that holds k_h of part h's free channels, part h starts from
+    # S k_h / k - S_h (S_h: the target's sums in part h, S: the base plus all of them), so that at the target every
+    # part's sums are proportional and the bound is exact there; without one (k = 0) part 0 takes the base.
+    # O(H 2^part (C_s C_t + (C_s + C_t) log) + H C_s C_i^2 C_t).
     i = t - 1
     cs = widths[t - 2]
     ci = widths[i]
@@ -300,31 +301,34 @@ def _ub_block_split_kernel(widths, imp, off, FU, FV, RO, CO, t, part, out, b_lo,
     alo = max(1, r1, o_lo)
     ahi = min(r1 + rf, o_hi)
     n_parts = max(1, (nf + part - 1) // part)
-    shift_c = np.zeros((n_parts, cs))
-    shift_r = np.zeros((n_parts, co))
-    if rho > 0 and n_parts > 1:
+    start_c = np.zeros((n_parts, cs))  # the parts' start vectors of the column and row sums
+    start_r = np.zeros((n_parts, co))
+    start_c[0] = CO[i - 1, :cs]
+    start_r[0] = RO[t, :co]
+    const = 0.0
+    for p in range(n1):
+        const += _toggle_inner(widths, imp, off, RO, CO, t, in_one[p], 1.0, start_c[0], start_r[0])
+    k_part = np.zeros(n_parts)
+    tgt_c = np.zeros((n_parts, cs))
+    tgt_r = np.zeros((n_parts, co))
+    for h in range(n_parts):
+        for p in range(h * part, min(nf, (h + 1) * part)):
+            if target[in_free[p]]:
+                _toggle_inner(widths, imp, off, RO, CO, t, in_free[p], 1.0, tgt_c[h], tgt_r[h])
+                k_part[h] += 1
+    k = k_part.sum()
+    if n_parts > 1 and k > 0:
+        tot_c = start_c[0] + tgt_c.sum(axis=0)
+        tot_r = start_r[0] + tgt_r.sum(axis=0)
         for h in range(n_parts):
-            for p in range(h * part, min(nf, (h + 1) * part)):
-                _toggle_inner(widths, imp, off, RO, CO, t, in_free[p], 1.0, shift_c[h], shift_r[h])
-        tot_c = shift_c.sum(axis=0)
-        tot_r = shift_r.sum(axis=0)
-        for h in range(n_parts):
-            share = min(part, nf - h * part) / nf
-            shift_c[h] = rho * (tot_c * share - shift_c[h])
-            shift_r[h] = rho * (tot_r * share - shift_r[h])
+            start_c[h] = tot_c * (k_part[h] / k) - tgt_c[h]
+            start_r[h] = tot_r * (k_part[h] / k) - tgt_r[h]
     pts = np.full((n_parts, (cs + 1) * (part + 1) * (co + 1)), NEG)  # part h's table, inner dimension its size
     for h in prange(n_parts):  # the parts' sets are enumerated in parallel
         sz = min(part, nf - h * part)
-        colsum = shift_c[h].copy()
-        rowsum = shift_r[h].copy()
-        const = 0.0
-        if h == 0:  # the first part carries the fixed-1 inner channels and the outer maps' offsets
-            colsum += CO[i - 1, :cs]
-            rowsum += RO[t, :co]
-            for p in range(n1):
-                const += _toggle_inner(widths, imp, off, RO, CO, t, in_one[p], 1.0, colsum, rowsum)
-        _gray_sets(widths, imp, off, RO, CO, t, in_free[h * part :], sz, 0, 0, sz, const, colsum, rowsum, c_one, c1,
-                   c_free.copy(), cf, r_one, r1, r_free.copy(), rf, blo, bhi, alo, ahi, sz, pts[h], 0)  # fmt: skip
+        _gray_sets(widths, imp, off, RO, CO, t, in_free[h * part :], sz, 0, 0, sz, const if h == 0 else 0.0,
+                   start_c[h].copy(), start_r[h].copy(), c_one, c1, c_free.copy(), cf, r_one, r1, r_free.copy(), rf,
+                   blo, bhi, alo, ahi, sz, pts[h], 0)  # fmt: skip
     cur = np.full((cs + 1) * (ci + 1) * (co + 1), NEG)  # the combined table of the parts so far, over x = a - n1
     nxt = np.empty_like(cur)
     done = 0  # free channels in the parts so far

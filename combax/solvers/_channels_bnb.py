@@ -26,8 +26,8 @@ Bound of a node (valid for every completion):
    reader are bounded jointly by enumerating inner sets (:mod:`combax.solvers._channels_blocks`): all of them while
    there are at most ``BLOCK_ALL``, else those that drop at most d free channels, at most ``BLOCK_NEAR`` sets (exact
    for the inner counts near the full width), and for the other counts a table from parts of ``BLOCK_PART``
-   channels, each choosing its own columns and rows (with shifts between the parts' sums, ``PART_SHIFT``, that make
-   them rank the columns and rows alike). Both convs share the inner set, where the count tables let each
+   channels, each choosing its own columns and rows (from start vectors that make the table exact at the root
+   incumbent's inner set). Both convs share the inner set, where the count tables let each
    row choose its own. The DP steps over the block from its input's count to its output's count, taking the smaller
    of the block table and the two count tables at every entry. A block table depends only on the fixings of its
    three maps, so it is cached and reused by every node with the same fixings.
@@ -106,7 +106,6 @@ BLOCK_WIDTH = 64  # widest inner map considered for a block
 BLOCK_ALL = 1 << 16  # enumerate all 2^f inner sets of a block while 2^f <= BLOCK_ALL, else
 BLOCK_NEAR = 42_000  # those that drop at most d free channels, at most BLOCK_NEAR sets (d = 4 on 32-wide maps, 2 on 64)
 BLOCK_PART = 16  # and a valid inexact table for the other inner counts, from parts of BLOCK_PART channels (0: off)
-PART_SHIFT = 0.7  # shifts between the parts' column and row sums (`_ub_block_split_kernel`'s rho; 0: none)
 BLOCK_NARROW = 32  # no block around a wider inner map that the root's profile keeps whole
 BLOCK_CACHE_MB = 512  # block tables kept (least recently used dropped); each (C_s + 1)(C_i + 1)(C_t + 1) floats
 
@@ -169,6 +168,9 @@ class _Ctx:
             readers[f.src[k]].append(k)
         self.reader = np.array([r[0] if len(r) == 1 else -1 for r in readers], np.int64)
         self.n_probes = 0  # Lagrangians solved by `reduce_counts`
+        # per inner map, the inner set at which the parts' block tables are exact (`_ub_block_split_kernel`'s
+        # target): the incumbent's when the blocks are switched on, none (zeros) before
+        self.part_target = np.zeros((m + 1, f.cmax), np.uint8)
 
     def root(self) -> _Node:
         f, m = self.f, self.m
@@ -295,7 +297,7 @@ class _Ctx:
             if BLOCK_PART and d >= 0 and node.nlo[t - 1] < filled:  # the parts' table below the exact counts
                 split = np.empty(self.boff[q + 1] - self.boff[q])
                 _ub_block_split_kernel(f.widths, f.imp, f.off, node.FU, node.FV, self.RO, self.CO, t, BLOCK_PART,
-                                       split, *rng, PART_SHIFT)  # fmt: skip
+                                       split, *rng, self.part_target[t - 1])  # fmt: skip
                 shape = (f.widths[t - 2] + 1, f.widths[t - 1] + 1, f.widths[t] + 1)
                 self.BT[at].reshape(shape)[:, :filled] = split.reshape(shape)[:, :filled]
                 filled = 0
@@ -560,6 +562,7 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
         ctx.optimize_multipliers(root, inc, MU_ITERS, time.perf_counter() + share)
         ctx.fold = FOLD and bool(ctx.RO.any() or ctx.CO.any())
         ctx.use_blocks = BLOCKS and ctx.blocks.size > 0
+        ctx.part_target = best[0].copy()
         ev = ctx.evaluate(root)
         if ctx.use_blocks and ev is not None:
             ctx.drop_wide_full_blocks(ev[1])

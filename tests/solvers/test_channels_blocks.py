@@ -106,7 +106,9 @@ def test_tables_filled_over_count_ranges_equal_the_full_tables_there(seed):
     for fill in (
         lambda out, *r: _ub_block_kernel(f.widths, f.imp, f.off, FU, FU, RO, CO, t, out, 0, 1 << 16, 8, *r),
         lambda out, *r: _ub_block_kernel(f.widths, f.imp, f.off, FU, FU, RO, CO, t, out, 0, 2, 4, *r),  # near-full
-        lambda out, *r: _ub_block_split_kernel(f.widths, f.imp, f.off, FU, FU, RO, CO, t, 2, out, *r, 0.5),
+        lambda out, *r: _ub_block_split_kernel(
+            f.widths, f.imp, f.off, FU, FU, RO, CO, t, 2, out, *r, (FU[2] == 1).astype(np.uint8)
+        ),
     ):
         full = np.empty(int(np.prod(shape)))
         part = np.empty_like(full)
@@ -129,9 +131,10 @@ def test_parts_table_bounds_the_block_and_is_exact_with_one_part(seed):
     for t in (2, 3):
         shape = (widths[t - 2] + 1, widths[t - 1] + 1, widths[t] + 1)
         want = block_table_by_enumeration(f, FU, FU, RO, CO, t)
-        for part, rho in itertools.product((1, 2, 3, 8), (0.0, 0.5, 1.0)):  # rho: shifts between the parts' sums
+        targets = (np.zeros(f.cmax, np.uint8), rng.integers(0, 2, f.cmax).astype(np.uint8))  # none, a random set
+        for part, target in itertools.product((1, 2, 3, 8), targets):
             got = np.empty(int(np.prod(shape)))
-            _ub_block_split_kernel(f.widths, f.imp, f.off, FU, FU, RO, CO, t, part, got, *FULL, rho)
+            _ub_block_split_kernel(f.widths, f.imp, f.off, FU, FU, RO, CO, t, part, got, *FULL, target)
             got = got.reshape(shape)
             assert np.array_equal(got <= NEG / 2, want <= NEG / 2), (seed, t, part)
             finite = want > NEG / 2
