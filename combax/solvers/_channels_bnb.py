@@ -27,10 +27,11 @@ Bound of a node (valid for every completion):
    there are at most ``BLOCK_ALL``, else those that drop at most d free channels, at most ``BLOCK_NEAR`` sets (exact
    for the inner counts near the full width), and for the other counts a table from parts of ``BLOCK_PART``
    channels, each choosing its own columns and rows (from start vectors that make the table exact at the root
-   incumbent's inner set). Both convs share the inner set, where the count tables let each
-   row choose its own. The DP steps over the block from its input's count to its output's count, taking the smaller
-   of the block table and the two count tables at every entry. A block table depends only on the fixings of its
-   three maps, so it is cached and reused by every node with the same fixings.
+   incumbent's inner set). Both convs share the inner set, where the count tables let each row choose its own. The
+   DP steps over the block from its input's count to its output's count, taking the smaller of the block table and
+   the two count tables at every entry. A block table depends only on the fixings of its three maps, so it is cached
+   and reused by every node with the same fixings; it is filled only over the root's input and output count ranges
+   (after the root's reductions), which hold every node's.
 
 6. Count-range reduction (`_Ctx.reduce_counts`): the end of a count range whose bound, with the range cut to that
    end, is at most the incumbent holds no better solution and is cut off (binary search per end). Narrower ranges
@@ -53,6 +54,9 @@ tables taken half from each; stored with the node) and the value the heuristic a
 its two count ranges at the profile's count; once both are single counts, fix the free channel of highest total
 incident importance (child "kept" first). Nodes are explored best-first (largest bound), pruned when bound <=
 incumbent (1 + 1e-9).
+
+Parallelism: the count-table and block kernels run on every core (numba ``prange``); their results do not depend on
+the number of threads, so the search is deterministic without a time limit.
 
 Complexity: worst-case exponential in the number of binaries, O(sum_l C_l C_s log C) per node plus, per block whose
 table is not cached, O(BLOCK_ALL (C_s C_t + (C_s + C_t) log)), and O(C_s C_i C_t) per block in every DP.
