@@ -7,8 +7,9 @@ of seed 0) it measures, at the root node:
 2. the exact maximum over count profiles of the same tables *under the budget* (a DP with the resource as a second
    state), bracketed from both sides: costs rounded down to ``B / R`` units give a relaxation (an upper value), costs
    rounded up a restriction (a lower value). Bound 1 minus this maximum is the Lagrangian dual gap of the budget;
-3. the root bound with the decomposition multipliers and the folded bounds, and then also with the exact block bounds
-   around stage 1's 16-wide inner maps (``_channels_blocks``), as the B&B reports it after its root work;
+3. the root bound with the decomposition multipliers and the folded bounds, and then also with the block bounds
+   (``_channels_blocks``; parts' tables exact at the best selection's inner sets), as the B&B has it before its
+   count reductions;
 4. where the optimum is proven (HiGHS at 70 % within the limit), the slack of every conv's count table at the optimal
    selection's counts: table value minus the importance the optimal selection keeps in that conv.
 
@@ -114,7 +115,14 @@ def diagnose(ratio: float) -> dict:
     ctx.optimize_multipliers(node, best, 300, time.perf_counter() + 60.0)
     ctx.fold = bool(ctx.RO.any() or ctx.CO.any())
     with_mu = float(ctx.evaluate(node)[0])
+    # as in the B&B: the parts' block tables are exact at the best selection's inner sets, and the 64-wide blocks
+    # whose inner map the profile keeps whole are dropped
+    top = ref if ref.objective >= bnb.objective else bnb
+    for k in range(f.widths.size - 1):
+        ctx.part_target[k + 1, : f.widths[k + 1]] = np.asarray(top.keep_out[c["order"][k]], np.uint8)
     ctx.use_blocks = True
+    ev = ctx.evaluate(node)
+    ctx.drop_wide_full_blocks(ev[1])
     with_blocks = float(ctx.evaluate(node)[0])
     return {
         "flops_ratio": ratio,
@@ -212,7 +220,8 @@ def reading(r: dict) -> list[str]:
                 out.append(
                     f"  - {_convs(both)} both sides in part, so each "
                     "output row picks its own best inputs; the block bounds make the two convs around an inner map "
-                    "share its kept set (exactly on 16-wide inner maps, and on wider ones near their full width)."
+                    "share its kept set (exactly on 16-wide inner maps; on wider ones exactly near their full "
+                    "width, and elsewhere by a relaxation over parts that is exact at the best selection's inner set)."
                 )
             if one:
                 out.append(
