@@ -1138,24 +1138,23 @@ def _ub_table_fold_conv(widths, src, imp, off, FU, FV, toff, T, RO, CO, nlo, nhi
     a_hi = min(nhi[t], r1 + rf)
     b_lo = max(mlo[s], c1, 1)
     b_hi = min(mhi[s], c1 + cf)
-    for a in range(a_lo, a_hi + 1):
-        if a != fa[k]:
-            continue
+    a = fa[k]
+    if a_lo <= a <= a_hi:  # row a, every b
         _fold_side_kernel(imp, off[k], cs, rows_one, r1, rows_free, rf, cols_one, c1, cols_free, cf, ROt, COk, a,
                           False, out, vbuf, rowpref, perm)  # fmt: skip
-        for b in range(b_lo, b_hi + 1):
-            idx = base + a * (cs + 1) + b
-            v = out[b - c1]
-            if T[idx] > NEG / 2 and v < T[idx]:
-                T[idx] = v
-    for b in range(b_lo, b_hi + 1):
-        if b != fb[k]:
-            continue
-        # columns as rows: imp index (row j, col i) = off + j * cs + i, read transposed
+        _tighten(T, base + a * (cs + 1), 1, out, c1, b_lo, b_hi)
+    b = fb[k]
+    if b_lo <= b <= b_hi:  # column b, every a; columns as rows: imp index (row j, col i) = off + j * cs + i, transposed
         _fold_side_kernel(imp, off[k], cs, cols_one, c1, cols_free, cf, rows_one, r1, rows_free, rf, COk, ROt, b,
                           True, out, vbuf, rowpref, perm)  # fmt: skip
-        for a in range(a_lo, a_hi + 1):
-            idx = base + a * (cs + 1) + b
-            v = out[a - r1]
-            if T[idx] > NEG / 2 and v < T[idx]:
-                T[idx] = v
+        _tighten(T, base + b, cs + 1, out, r1, a_lo, a_hi)
+
+
+@njit(cache=True)
+def _tighten(T, start, stride, vals, first, lo, hi):
+    # T[start + x stride] = min(T[...], vals[x - first]) for x in [lo, hi], where T is finite
+    for x in range(lo, hi + 1):
+        idx = start + x * stride
+        v = vals[x - first]
+        if T[idx] > NEG / 2 and v < T[idx]:
+            T[idx] = v

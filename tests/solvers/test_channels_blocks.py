@@ -24,6 +24,17 @@ def chain_problem(rng, widths):
     return ChannelProblem(widths, convs, [1.0] * (len(widths) - 1), 1.0)
 
 
+def random_block_case(rng, min_w, max_w):
+    """A chain of three convs (input 1-3 channels, other maps min_w..max_w), random fixings of plain maps (u = v)
+    and random multiplier offsets: (widths, flat problem, FU, RO, CO)."""
+    widths = [int(rng.integers(1, 4))] + [int(rng.integers(min_w, max_w + 1)) for _ in range(3)]
+    f = flat(chain_problem(rng, widths)._c)
+    FU = rng.choice(np.array([-1, -1, -1, 0, 1], np.int8), size=(4, f.cmax))
+    RO = rng.normal(0, 0.5, size=(4, f.cmax))
+    CO = rng.normal(0, 0.5, size=(3, f.cmax))
+    return widths, f, FU, RO, CO
+
+
 def subsets(fix):
     """Every subset of the channels allowed by the fixings (1 in, 0 out, -1 free), as boolean masks."""
     free = np.flatnonzero(fix == -1)
@@ -58,13 +69,8 @@ def test_block_table_is_the_maximum_over_every_admissible_triple(seed, max_all, 
     # every inner set while 2^f <= max_all (exact for every inner count); else only the inner sets that drop at most
     # d free channels, exact for the inner counts the kernel reports
     rng = np.random.default_rng(seed)
-    widths = [int(rng.integers(1, 4))] + [int(rng.integers(1, 6)) for _ in range(3)]
-    f = flat(chain_problem(rng, widths)._c)
-    m = len(widths) - 1
-    FU = rng.choice(np.array([-1, -1, -1, 0, 1], np.int8), size=(m + 1, f.cmax))
+    widths, f, FU, RO, CO = random_block_case(rng, 1, 5)
     FV = FU.copy()  # plain maps: u = v
-    RO = rng.normal(0, 0.5, size=(m + 1, f.cmax))
-    CO = rng.normal(0, 0.5, size=(m, f.cmax))
     for t in (2, 3):  # a block on the fixed input map and one after it
         shape = (widths[t - 2] + 1, widths[t - 1] + 1, widths[t] + 1)
         BT = np.full(int(np.prod(shape)) + 5, 7.0)
@@ -91,12 +97,7 @@ def test_tables_filled_over_count_ranges_equal_the_full_tables_there(seed):
     # the B&B fills block tables only over the root's input and output count ranges: inside them the entries are
     # those of the full table, outside they are NEG (never read: every node's ranges lie within the root's)
     rng = np.random.default_rng(700 + seed)
-    widths = [int(rng.integers(1, 4))] + [int(rng.integers(2, 7)) for _ in range(3)]
-    f = flat(chain_problem(rng, widths)._c)
-    m = len(widths) - 1
-    FU = rng.choice(np.array([-1, -1, -1, 0, 1], np.int8), size=(m + 1, f.cmax))
-    RO = rng.normal(0, 0.5, size=(m + 1, f.cmax))
-    CO = rng.normal(0, 0.5, size=(m, f.cmax))
+    widths, f, FU, RO, CO = random_block_case(rng, 2, 6)
     t = 3
     shape = (widths[1] + 1, widths[2] + 1, widths[3] + 1)
     b_lo, b_hi = sorted(int(x) for x in rng.integers(1, widths[1] + 1, 2))
@@ -122,12 +123,7 @@ def test_tables_filled_over_count_ranges_equal_the_full_tables_there(seed):
 @pytest.mark.parametrize("seed", range(12))
 def test_parts_table_bounds_the_block_and_is_exact_with_one_part(seed):
     rng = np.random.default_rng(300 + seed)
-    widths = [int(rng.integers(1, 4))] + [int(rng.integers(1, 7)) for _ in range(3)]
-    f = flat(chain_problem(rng, widths)._c)
-    m = len(widths) - 1
-    FU = rng.choice(np.array([-1, -1, -1, 0, 1], np.int8), size=(m + 1, f.cmax))
-    RO = rng.normal(0, 0.5, size=(m + 1, f.cmax))
-    CO = rng.normal(0, 0.5, size=(m, f.cmax))
+    widths, f, FU, RO, CO = random_block_case(rng, 1, 6)
     for t in (2, 3):
         shape = (widths[t - 2] + 1, widths[t - 1] + 1, widths[t] + 1)
         want = block_table_by_enumeration(f, FU, FU, RO, CO, t)
