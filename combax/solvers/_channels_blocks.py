@@ -187,10 +187,11 @@ def _gray_sets(widths, imp, off, RO, CO, t, free, n, a0, a_lo, a_hi, const, cols
 def _ub_block_kernel(widths, imp, off, FU, FV, RO, CO, t, BT, base, max_all, max_near, b_lo, b_hi, o_lo, o_hi):
     # mutates BT[base : base + (C_s + 1)(C_i + 1)(C_t + 1)]: BT[(b (C_i + 1) + a)(C_t + 1) + a'] of the block ending
     # at map t (see the module docstring), for every inner count, the input counts b in [b_lo, b_hi] and the output
-    # counts a' in [o_lo, o_hi] (NEG at the other b and a': filled only where the nodes that read it may be). Returns lo: BT is exact for the inner counts a >= lo (NEG
-    # where no completion has those counts, or a map would be empty) and NEG below. With f free inner channels, every
-    # subset is enumerated when 2^f <= max_all (lo = 0); otherwise the inner sets that drop at most d free channels,
-    # the largest d with sum_{r <= d} C(f, r) <= max_near (lo = #fixed-1 + f - d). See `block_plan`.
+    # counts a' in [o_lo, o_hi] (NEG at the other b and a': filled only where the nodes that read it may be). Returns
+    # lo: BT is exact for the inner counts a >= lo (NEG where no completion has those counts, or a map would be empty)
+    # and NEG below. With f free inner channels, every subset is enumerated when 2^f <= max_all (lo = 0); otherwise
+    # the inner sets that drop at most d free channels, the largest d with sum_{r <= d} C(f, r) <= max_near
+    # (lo = #fixed-1 + f - d). See `block_plan`.
     i = t - 1
     s = t - 2
     cs = widths[s]
