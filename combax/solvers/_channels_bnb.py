@@ -184,7 +184,7 @@ class _Ctx:
         for t in range(m + 1):
             FU[t, f.widths[t] :] = 0
             FV[t, f.widths[t] :] = 0
-        nlo = np.ones(m + 1, np.int64)
+        nlo = f.kmin.copy()  # min_keep: n_t >= kmin[t] (>= 1), and m_t >= n_t >= kmin[t]
         nhi = f.widths.copy()
         nlo[0] = f.widths[0]
         return _Node(FU, FV, nlo, nhi, nlo.copy(), nhi.copy())
@@ -493,7 +493,7 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
     def local_search(U_, V_, rounds, drops):
         # improve a valid selection within the budget in place; returns the objective
         return _local_search_kernel(f.widths, f.src, f.imp, f.off, f.cost, f.lin, f.res_src, f.res_kind, budget, U_,
-                                    V_, rounds, drops)  # fmt: skip
+                                    V_, rounds, drops, f.kmin)  # fmt: skip
 
     def try_incumbent(U_, V_):
         nonlocal inc, best

@@ -23,19 +23,25 @@ def resource_of(f: Flat, U, V) -> float:
 
 
 def minimal_state(f: Flat):
-    """Channel 0 of every map (residual streams aligned): the smallest valid network."""
+    """The first ``kmin[t]`` channels of every map t >= 1 (one by default) with v = u, residual streams aligned: the
+    smallest valid network."""
     m = f.widths.size - 1
     U = np.zeros((m + 1, f.cmax), np.uint8)
     V = np.zeros((m + 1, f.cmax), np.uint8)
     U[0, : f.widths[0]] = 1
     V[0, : f.widths[0]] = 1
-    U[1:, 0] = 1
-    V[1:, 0] = 1  # v = u: valid for every residual kind, and the smallest
+    for t in range(1, m + 1):
+        U[t, : f.kmin[t]] = 1
+        V[t, : f.kmin[t]] = 1  # v = u: valid for every residual kind, and the smallest
     return U, V
 
 
 def greedy_state(f: Flat, budget: float, start=None):
-    """(U, V, objective) of the greedy; ``start`` = (U, V) replaces the top-k phase. Needs budget >= min resource."""
+    """(U, V, objective) of the greedy; ``start`` = (U, V) replaces the top-k phase. Needs budget >= min resource.
+
+    The top-k phase keeps max(k, kmin[t]) channels per map (k = 4, 2, 1, the first that fits the budget), else the
+    minimal state; the fill only adds channels: the result keeps at least ``kmin[t]`` channels in every map.
+    """
     m = f.widths.size - 1
     if start is not None:
         U, V = start[0].copy(), start[1].copy()
@@ -43,7 +49,7 @@ def greedy_state(f: Flat, budget: float, start=None):
         U = np.zeros((m + 1, f.cmax), np.uint8)
         V = np.zeros((m + 1, f.cmax), np.uint8)
         for kcap in (4, 2, 1):
-            _topk_init_kernel(f.widths, f.src, f.imp, f.off, f.res_src, f.res_kind, kcap, U, V)
+            _topk_init_kernel(f.widths, f.src, f.imp, f.off, f.res_src, f.res_kind, f.kmin, kcap, U, V)
             if resource_of(f, U, V) <= budget:
                 break
         else:

@@ -86,9 +86,10 @@ def _scores_kernel(widths, src, imp, off, U, V, in_score, out_score):
 
 
 @njit(cache=True)
-def _topk_init_kernel(widths, src, imp, off, res_src, res_kind, kcap, U, V):
+def _topk_init_kernel(widths, src, imp, off, res_src, res_kind, kmin, kcap, U, V):
     # mutates U, V: block-coordinate ascent over maps t mod 3, each map keeping its top-k channels by their
-    # importance to the currently kept neighbours (the original greedy's first phase). Returns the objective.
+    # importance to the currently kept neighbours (the original greedy's first phase), k = max(min(kcap, C_t),
+    # kmin[t]) (at least the map's minimum). v is derived (u OR v_src): valid. Returns the objective.
     m = widths.size - 1
     cmax = U.shape[1]
     in_score = np.zeros((m + 1, cmax))
@@ -112,7 +113,7 @@ def _topk_init_kernel(widths, src, imp, off, res_src, res_kind, kcap, U, V):
             for t in range(1, m + 1):
                 if t % 3 != block and not first:
                     continue
-                kk = min(kcap, widths[t])
+                kk = max(min(kcap, widths[t]), kmin[t])
                 sc = np.empty(widths[t])
                 for j in range(widths[t]):
                     sc[j] = in_score[t, j] + out_score[t, j]

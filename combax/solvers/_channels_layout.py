@@ -43,16 +43,18 @@ def layout(c: dict) -> Layout:
 def linear_rows(c: dict, lay: Layout):
     """Linear constraints other than the budget, as rows (coef dict, lo, hi) over the binaries.
 
-    Non-empty u and v of every map, and the residual links u_t <= v_t (<= u_t + v_s for identity / zero_pad).
+    At least ``kmin[t]`` (``min_keep``, >= 1) kept channels in u and v of every map, and the residual links
+    u_t <= v_t (<= u_t + v_s for identity / zero_pad).
     """
     rows = []
     m = len(c["widths"]) - 1
     for t in range(1, m + 1):
-        rows.append(({int(x): 1.0 for x in lay.uvar[t]}, 1.0, np.inf))
+        lo = float(c["kmin"][t])
+        rows.append(({int(x): 1.0 for x in lay.uvar[t]}, lo, np.inf))
         kind = c["res_kind"][t]
         if kind == 0:
             continue
-        rows.append(({int(x): 1.0 for x in lay.vvar[t]}, 1.0, np.inf))
+        rows.append(({int(x): 1.0 for x in lay.vvar[t]}, lo, np.inf))  # implied by u_t <= v_t; kept for the LP
         s = c["res_src"][t]
         for j in range(c["widths"][t]):
             uj, vj = int(lay.uvar[t][j]), int(lay.vvar[t][j])
@@ -72,7 +74,7 @@ class Flat(NamedTuple):
 
     widths (M+1,), src (M,), imp (sum_k C_{k+1} C_src,) row-major per conv, off (M+1,) offsets into imp, cost (M,),
     lin (M, 3), res_src (M+1,) (-1: none), res_kind (M+1,) (0 none, 1 identity, 2 zero_pad, 3 projection),
-    cmax = max width.
+    cmax = max width, kmin (M+1,) the least number of kept channels per map (``min_keep``; kmin[0] = widths[0]).
     """
 
     widths: np.ndarray
@@ -84,6 +86,7 @@ class Flat(NamedTuple):
     res_src: np.ndarray
     res_kind: np.ndarray
     cmax: int
+    kmin: np.ndarray
 
 
 def flat(c: dict) -> Flat:
@@ -95,7 +98,7 @@ def flat(c: dict) -> Flat:
         np.ascontiguousarray(c["widths"], dtype=np.int64), np.ascontiguousarray(c["src"], dtype=np.int64), imp, off,
         np.ascontiguousarray(c["cost"], dtype=np.float64), np.ascontiguousarray(c["lin"], dtype=np.float64),
         np.ascontiguousarray(c["res_src"], dtype=np.int64), np.ascontiguousarray(c["res_kind"], dtype=np.int64),
-        int(c["widths"].max()),
+        int(c["widths"].max()), np.ascontiguousarray(c["kmin"], dtype=np.int64),
     )  # fmt: skip
 
 

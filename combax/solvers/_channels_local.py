@@ -4,7 +4,9 @@ A state is a valid selection (U, V) (see :mod:`combax.solvers._channels_kernels`
 (t, j, kind): kind 0 flips u and v of channel j of map t together (the only kind on maps that are not residual
 targets, and on zero-padded channels), kind 1 flips u only, kind 2 flips v only (residual targets). A toggle is
 applied and kept only if every constraint touching channel j (at map t and at the residual targets reading map t)
-holds afterwards, so every accepted state is valid; the resource depends on the counts only.
+holds afterwards, and no move leaves a map with fewer than ``kmin[t]`` kept channels (``min_keep``; swaps keep the
+counts, fills only add, drops stop at the minimum), so every accepted state is valid; the resource depends on the
+counts only.
 
 Moves, repeated until none improves the objective:
 
@@ -344,10 +346,15 @@ def _ls_init_kernel(widths, src, imp, off, U, V, ins, outs, nu, nv):
 
 
 @njit(cache=True)
-def _local_search_kernel(widths, src, imp, off, cost, lin, res_src, res_kind, budget, U, V, max_rounds, max_drops):
+def _local_search_kernel(widths, src, imp, off, cost, lin, res_src, res_kind, budget, U, V, max_rounds, max_drops,
+                         kmin=None):  # fmt: skip
     # mutates U, V (a valid selection within budget) to a local optimum of the moves of the module docstring.
-    # Returns the objective.
+    # kmin (M+1,): the least number of kept channels per map (None: 1, non-empty maps). Returns the objective.
     m = widths.size - 1
+    if kmin is None:
+        lo = np.ones(m + 1, np.int64)
+    else:
+        lo = kmin
     cmax = U.shape[1]
     ins = np.zeros((m + 1, cmax))
     outs = np.zeros((m + 1, cmax))
@@ -425,10 +432,10 @@ def _local_search_kernel(widths, src, imp, off, cost, lin, res_src, res_kind, bu
             if _ls_is_add_kernel(U, V, t, j, kind) != -1:
                 continue
             if kind == 0 or kind == 1:
-                if nu[t] <= 1:
+                if nu[t] <= lo[t]:
                     continue
             if kind == 0 or kind == 2:
-                if nv[t] <= 1:
+                if nv[t] <= lo[t]:
                     continue
             SU[:, :] = U
             SV[:, :] = V

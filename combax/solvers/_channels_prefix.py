@@ -11,15 +11,16 @@ maps' counts together. This heuristic re-optimises all counts at once:
    channel of some maps moved to the unkept tier) diversify the search.
    The rankings are per map, not shared along residual streams: the u_t of different blocks of a stream are often
    disjoint, so no single order makes them all prefixes; validity comes from the link table below instead.
-2. With rankings fixed, a count profile (n_t = |u_t|, m_t = |v_t|) defines a selection: u_t and v_t are the top n_t
-   and top m_t channels of map t. Each conv's value at (a outputs, b inputs) is a 2D prefix sum of its permuted
-   importance matrix (exact). A DP over the chain of maps (state: the count m_t) maximises the sum of the tables minus
-   lam * resource, and lam is found by bisection on the budget, so the DP reaches the profiles on the convex hull
-   (smaller budgets, ``BUDGET_SCALES``, give other hull points). Residual links are exact where the DP knows the
-   shortcut source's count: the source is the conv's input, or a block s -> s+1 -> t = s+2 over a plain inner map (a
-   ResNet basic block; the DP steps over both convs at once). There v_t \ u_t must be the ranks n_t..m_t-1 of map t,
-   all of them in v_s (and below C_s for zero_pad). Elsewhere the link and the count of a conv whose input is not the
-   previous map are relaxed, and the selection is clamped to a valid one.
+2. With rankings fixed, a count profile (n_t = |u_t|, m_t = |v_t|, each count from the map's minimum ``kmin[t]`` up)
+   defines a selection: u_t and v_t are the top n_t and top m_t channels of map t. Each conv's value at (a outputs, b
+   inputs) is a 2D prefix sum of its permuted importance matrix (exact). A DP over the chain of maps (state: the
+   count m_t) maximises the sum of the tables minus lam * resource, and lam is found by bisection on the budget, so
+   the DP reaches the profiles on the convex hull (smaller budgets, ``BUDGET_SCALES``, give other hull points).
+   Residual links are exact where the DP knows the shortcut source's count: the source is the conv's input, or a
+   block s -> s+1 -> t = s+2 over a plain inner map (a ResNet basic block; the DP steps over both convs at once).
+   There v_t \ u_t must be the ranks n_t..m_t-1 of map t, all of them in v_s (and below C_s for zero_pad). Elsewhere
+   the link and the count of a conv whose input is not the previous map are relaxed, and the selection is clamped to
+   a valid one.
 3. The profile's selection is checked (validity, resource <= budget), completed by the ratio fill and the local
    search, and kept if it beats the best objective so far; then re-rank from the best and repeat.
 
@@ -134,8 +135,9 @@ def _raise_states(val, argn, argb, arga, t, n, hi, x, b, a):
 
 
 @njit(cache=True)
-def _prefix_dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, hoff, HI, blk, lam, prof_n, prof_m):
-    # mutates prof_n, prof_m: the profile maximising sum_k T_k - lam cost_k. Returns (value, T-sum, resource).
+def _prefix_dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, hoff, HI, blk, kmin, lam, prof_n, prof_m):
+    # mutates prof_n, prof_m: the profile maximising sum_k T_k - lam cost_k over counts n_t >= kmin[t] (kmin[0] =
+    # C_0: the input is whole). Returns (value, T-sum, resource).
     # blk[t] = 1: the block t-2 -> t-1 -> t (identity / zero_pad residual from t-2, plain inner map read by conv t-1
     # only, convs reading their previous map) is one DP step, with the residual link exact.
     m = widths.size - 1
@@ -167,13 +169,13 @@ def _prefix_dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, hoff, 
                 pv = val[s, ms]
                 if pv <= NEG / 2:
                     continue
-                for a in range(1, ci + 1):
+                for a in range(kmin[t - 1], ci + 1):
                     col[a] = A[toff[k1] + a * (cs + 1) + ms]
-                for n in range(1, ct + 1):
+                for n in range(kmin[t], ct + 1):
                     best = NEG
                     ba = -1
                     row = toff[k] + n * (ci + 1)
-                    for a in range(1, ci + 1):
+                    for a in range(kmin[t - 1], ci + 1):
                         x = col[a] + A[row + a]
                         if x > best:
                             best = x
@@ -191,11 +193,11 @@ def _prefix_dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, hoff, 
                 if val[t - 1, b] > pconst:
                     pconst = val[t - 1, b]
                     prevarg[t] = b
-        blo = cs if s == 0 else 1
+        blo = kmin[s]  # the input (s = 0): kmin[0] = C_0, all of it
         kd = res_kind[t]
         exact = (kd == 1 or kd == 2) and res_src[t] == s and chain
         rs = res_src[t]
-        for n in range(1, ct + 1):
+        for n in range(kmin[t], ct + 1):
             best = NEG
             bb = -1
             row = toff[k] + n * (cs + 1)
@@ -282,9 +284,9 @@ def _build_kernel(widths, res_src, res_kind, P, pn, pm, U, V):
 
 
 @njit(cache=True)
-def _valid_kernel(widths, res_src, res_kind, U, V):
-    # 1 if (U, V) is a valid selection: non-empty u and v, the link rules of every channel (entries beyond a map's
-    # width are ignored, as by every kernel)
+def _valid_kernel(widths, res_src, res_kind, kmin, U, V):
+    # 1 if (U, V) is a valid selection: at least kmin[t] channels in u and v, the link rules of every channel (entries
+    # beyond a map's width are ignored, as by every kernel)
     m = widths.size - 1
     for t in range(1, m + 1):
         nu = 0
@@ -294,13 +296,13 @@ def _valid_kernel(widths, res_src, res_kind, U, V):
             nv += V[t, j]
             if _ls_chan_ok_kernel(widths, res_src, res_kind, U, V, t, j) == 0:
                 return 0
-        if nu == 0 or nv == 0:
+        if nu < kmin[t] or nv < kmin[t]:
             return 0
     return 1
 
 
 def is_valid(f: Flat, U, V) -> bool:
-    return bool(_valid_kernel(f.widths, f.res_src, f.res_kind, U, V))
+    return bool(_valid_kernel(f.widths, f.res_src, f.res_kind, f.kmin, U, V))
 
 
 def rankings(f: Flat, U, V, rng=None, demote=0.0):
@@ -372,7 +374,7 @@ class _Prefix:
         pn = np.zeros(self.m + 1, np.int64)
         pm = np.zeros(self.m + 1, np.int64)
         v, ts, cs = _prefix_dp_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T,
-                                      self.hoff, self.HI, self.blk, float(lam), pn, pm)  # fmt: skip
+                                      self.hoff, self.HI, self.blk, f.kmin, float(lam), pn, pm)  # fmt: skip
         return v, ts, cs, pn, pm
 
     def profiles(self, budgets):
@@ -456,7 +458,7 @@ def improve_by_prefix_dp(f: Flat, budget: float, U, V, rounds: int = ROUNDS, *, 
                         continue
                     _fill_kernel(f.widths, f.src, f.imp, f.off, f.cost, f.lin, f.res_src, f.res_kind, budget, Ub, Vb)
                     obj = _local_search_kernel(f.widths, f.src, f.imp, f.off, f.cost, f.lin, f.res_src, f.res_kind,
-                                               budget, Ub, Vb, LS_ROUNDS, LS_DROPS)  # fmt: skip
+                                               budget, Ub, Vb, LS_ROUNDS, LS_DROPS, f.kmin)  # fmt: skip
                     if obj > best + 1e-12 * max(1.0, abs(best)) and resource_of(f, Ub, Vb) <= budget:
                         best_u, best_v, best = Ub.copy(), Vb.copy(), float(obj)
                         gained = True

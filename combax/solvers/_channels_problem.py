@@ -141,10 +141,40 @@ def _channel_problem_iv(prob: ChannelProblem) -> dict:
                 raise ValueError(
                     f"residual {s}->{t} needs equal group sizes dividing both widths; got {group[s]}, {group[t]}"
                 )
+    kmin = _min_keep_iv(prob.min_keep, widths)
     return dict(
         widths=widths, src=src, mats=mats, cost=cost, lin=lin, budget=budget, res_src=res_src, res_kind=res_kind,
-        order=order, group=group,
+        order=order, group=group, kmin=kmin,
     )  # fmt: skip
+
+
+def _min_keep_iv(min_keep, widths) -> np.ndarray:
+    """The canonical per-map minimum of kept channels: (M + 1,) int64, channel units, entry 0 = C_0 (the input)."""
+    n_maps = widths.size - 1
+    kmin = np.ones(n_maps + 1, dtype=np.int64)
+    if min_keep is not None:
+        arr = np.asarray(min_keep)
+        if arr.ndim == 0:
+            arr = np.full(n_maps + 1, arr)
+        elif arr.shape != (n_maps + 1,):
+            raise ValueError(
+                f"`min_keep` must be an int or a sequence of M + 1 = {n_maps + 1} ints (one per map, entry 0 ignored); "
+                f"got shape {arr.shape}"
+            )
+        integral = np.issubdtype(arr.dtype, np.integer) or (
+            np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))
+        )
+        if not integral:
+            raise ValueError(f"`min_keep` must be integers (channels kept per map); got {arr.tolist()}")
+        kmin = arr.astype(np.int64)
+        for t in range(1, n_maps + 1):
+            if not 1 <= kmin[t] <= widths[t]:
+                raise ValueError(
+                    f"`min_keep` of map {t} must be in [1, {widths[t]}] (at least one channel, at most the map's "
+                    f"width); got {kmin[t]}"
+                )
+    kmin[0] = widths[0]  # the input map is always fully kept
+    return kmin
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,11 +186,13 @@ class ChannelProblem:
         \max_{u, v \in \{0,1\}} \sum_l u^{(l)\top} I^{(l)} v^{(s_l)}
         \quad\text{s.t.}\quad \sum_l c_l\, n_l m_{s_l} + c^{in}_l m_{s_l} + c^{out}_l n_l + c^0_l \le B,
 
-    with :math:`n_l = \lVert u^{(l)}\rVert_1`, :math:`m_s = \lVert v^{(s)}\rVert_1`, :math:`v^{(0)} = 1`, every
-    :math:`u^{(l)}, v^{(l)}` non-empty, :math:`v^{(t)} \equiv u^{(t)}` for maps that are not residual targets, and for
-    a residual s -> t: identity ``u_t <= v_t <= u_t + v_s``; zero_pad the same for ``j < C_s`` and ``v_t = u_t``
-    above; projection ``u_t <= v_t``. These are the "no inactive weight" constraints: every kept weight has a live
-    input and output, every live channel a producer and a consumer.
+    with :math:`n_l = \lVert u^{(l)}\rVert_1`, :math:`m_s = \lVert v^{(s)}\rVert_1`, :math:`v^{(0)} = 1`,
+    :math:`\lVert u^{(t)}\rVert_1 \ge k_t \ge 1` for every map t >= 1 (``min_keep``; by default k_t = 1: no empty
+    layer), :math:`v^{(t)} \equiv u^{(t)}` for maps that are not residual targets, and for a residual s -> t:
+    identity ``u_t <= v_t <= u_t + v_s``; zero_pad the same for ``j < C_s`` and ``v_t = u_t`` above; projection
+    ``u_t <= v_t``. These are the "no inactive weight" constraints: every kept weight has a live input and output,
+    every live channel a producer and a consumer. Since :math:`v^{(t)} \supseteq u^{(t)}` on residual targets,
+    :math:`\lVert v^{(t)}\rVert_1 \ge k_t` follows there too.
 
     Parameters
     ----------
@@ -175,11 +207,15 @@ class ChannelProblem:
     group_size : int or (M + 1,) ints or None. One binary per group of g consecutive channels (tile units); the
         group's importance is its summed importance and the resource counts channels (g per group). The entry of
         map 0 is ignored: the input is fixed.
+    min_keep : int or (M + 1,) ints or None. The least number of output channels the conv producing map t keeps,
+        :math:`k_t` with ``1 <= k_t <= C_t`` (e.g. to avoid layer collapse). None: 1 for every map; an int: the same
+        for maps 1..M; a sequence: one per map, entry 0 (the input, always fully kept) ignored. In channels; with
+        channel groups of size g the minimum is rounded up to whole groups, ceil(k_t / g) groups.
 
     Raises
     ------
     ValueError : shape mismatch, negative or non-finite importance or cost, bad map indices, unknown residual kind,
-        group sizes that do not divide the widths.
+        group sizes that do not divide the widths, ``min_keep`` not integer or outside [1, C_t].
     """
 
     widths: tuple
@@ -189,6 +225,7 @@ class ChannelProblem:
     residuals: tuple = ()
     linear_cost: object = None
     group_size: object = None
+    min_keep: object = None
     _c: dict = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -227,11 +264,21 @@ class ChannelProblem:
         return float(np.sum(c["cost"] * n_out * m_in + c["lin"][:, 0] * m_in + c["lin"][:, 1] * n_out + c["lin"][:, 2]))
 
     @property
-    def min_resource(self) -> float:
-        """Resource of the smallest network: one channel (one group) per map, aligned along residual streams."""
+    def min_counts(self) -> np.ndarray:
+        """(M + 1,) int: per map, the least number of kept channels of a valid selection, ``min_keep`` rounded up to
+        whole groups (1 or one group by default); entry 0 is C_0 (the input is always whole)."""
         c = self._c
         g = c["group"]
-        return self._resource_counts(g[1:], np.where(c["src"] == 0, c["widths"][0], g[c["src"]]))
+        return -(-c["kmin"] // g) * g
+
+    @property
+    def min_resource(self) -> float:
+        """Resource of the smallest valid network: n_t = m_t = ``min_keep[t]`` (rounded up to whole groups) for
+        every map t >= 1, the input fully kept, and v_t = u_t along residual streams (valid for every residual kind).
+        The resource grows with every count, so no valid selection uses less."""
+        c = self._c
+        n = self.min_counts
+        return self._resource_counts(n[1:], n[c["src"]])
 
     @property
     def full_resource(self) -> float:
@@ -277,6 +324,11 @@ class ChannelProblem:
             n_out[k], m_in[k] = u[t].sum(), v[s].sum()
             if not u[t].any():
                 bad.append(f"conv producing map {t} keeps no output channel")
+            elif n_out[k] < c["kmin"][t]:
+                bad.append(
+                    f"conv producing map {t} keeps {int(n_out[k])} output channels, fewer than `min_keep` "
+                    f"{c['kmin'][t]}"
+                )
             if not v[t].any():
                 bad.append(f"map {t} keeps no channel")
             kind, rs = c["res_kind"][t], c["res_src"][t]
@@ -326,7 +378,8 @@ class ChannelProblem:
         residuals = [
             (int(c["res_src"][t]), int(t), RESIDUAL_KINDS[c["res_kind"][t] - 1]) for t in np.flatnonzero(c["res_kind"])
         ]
-        return ChannelProblem(widths, convs, cost, self.budget, residuals, lin, None)
+        kmin = -(-c["kmin"] // g)  # the minimum in whole groups (entry 0 is ignored)
+        return ChannelProblem(widths, convs, cost, self.budget, residuals, lin, None, kmin)
 
     def _expand(self, u_grouped, v_grouped):
         """Channel masks (canonical order) from masks of :meth:`_grouped`."""
@@ -352,6 +405,7 @@ class ChannelProblem:
             "residual_dst": np.flatnonzero(c["res_kind"]),
             "residual_kind": np.array([RESIDUAL_KINDS[k - 1] for k in c["res_kind"][c["res_kind"] > 0]], dtype="U10"),
             "group_size": c["group"],
+            "min_keep": c["kmin"],
         }
         for k, mat in enumerate(c["mats"]):
             arrays[f"importance_{k}"] = mat
@@ -364,7 +418,8 @@ def load_problem(path, budget=None) -> ChannelProblem:
     The ``.npz`` layout (M convs, R residuals): ``widths`` (M+1,) int; ``conv_src``, ``conv_dst`` (M,) int;
     ``importance_<k>`` (C_dst, C_src) float for conv k; ``cost`` (M,) float; optional ``linear_cost`` (M, 3);
     ``budget`` scalar (optional if ``budget`` is given); optional ``residual_src``, ``residual_dst`` (R,) int and
-    ``residual_kind`` (R,) str; optional ``group_size`` (M+1,) int.
+    ``residual_kind`` (R,) str; optional ``group_size`` (M+1,) int; optional ``min_keep`` (M+1,) int, the least
+    number of kept channels per map (entry 0 ignored; absent: 1 per map).
     """
     with np.load(Path(path), allow_pickle=False) as z:
         src, dst = z["conv_src"], z["conv_dst"]
@@ -380,4 +435,5 @@ def load_problem(path, budget=None) -> ChannelProblem:
             ]
         lin = z["linear_cost"] if "linear_cost" in z else None
         group = z["group_size"] if "group_size" in z else None
-        return ChannelProblem(z["widths"], convs, z["cost"], float(budget), residuals, lin, group)
+        min_keep = z["min_keep"] if "min_keep" in z else None
+        return ChannelProblem(z["widths"], convs, z["cost"], float(budget), residuals, lin, group, min_keep)

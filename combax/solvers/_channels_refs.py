@@ -42,7 +42,7 @@ def brute_force(c: dict):
         res = np.zeros(chunk)
         for k in range(m):
             t, s = k + 1, c["src"][k]
-            ok &= u[t].any(1) & v[t].any(1)
+            ok &= (u[t].sum(1) >= c["kmin"][t]) & (v[t].sum(1) >= c["kmin"][t])  # min_keep (>= 1: non-empty)
             obj += np.einsum("bj,bj->b", u[t].astype(float), v[s].astype(float) @ c["mats"][k].T)
             n, mm = u[t].sum(1), v[s].sum(1)
             res += c["cost"][k] * n * mm + c["lin"][k, 0] * mm + c["lin"][k, 1] * n + c["lin"][k, 2]

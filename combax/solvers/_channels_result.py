@@ -28,7 +28,8 @@ class ChannelResult:
     method : str, the method used.
     message : str, a human-readable summary (for "infeasible": the minimum resource).
     budget : float, the budget B.
-    min_resource : float, resource of the smallest valid network (one channel or group per map).
+    min_resource : float, resource of the smallest valid network (``min_keep`` channels per map, rounded up to
+        whole groups; one channel or group per map by default).
     """
 
     keep: tuple | None

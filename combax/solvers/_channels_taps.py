@@ -156,7 +156,8 @@ def tap_objective(imp4, taps, keep, src, tap_cost):
     return obj, resource
 
 
-def solve_4d(widths, convs4, tap_cost, budget, residuals=(), *, gamma=0.5, method="bnb", time_limit=None, rel_gap=0.0):
+def solve_4d(widths, convs4, tap_cost, budget, residuals=(), *, gamma=0.5, method="bnb", time_limit=None, rel_gap=0.0,
+             min_keep=None):  # fmt: skip
     """The original two-stage kernel-shape scheme: channels with budget B / gamma, then taps with budget B.
 
     Parameters
@@ -169,6 +170,8 @@ def solve_4d(widths, convs4, tap_cost, budget, residuals=(), *, gamma=0.5, metho
     gamma : slack in (0, 1]; stage 1 solves the channel problem (importance summed over taps, cost T * tap_cost)
         with budget B / gamma.
     method, time_limit, rel_gap : for stage 1, as in :func:`solve`.
+    min_keep : int, (M + 1,) ints or None: the least number of kept output channels per map in stage 1, as in
+        :class:`ChannelProblem` (stage 2 keeps every stage-1 filter, so the counts hold for the result too).
 
     Returns
     -------
@@ -186,7 +189,7 @@ def solve_4d(widths, convs4, tap_cost, budget, residuals=(), *, gamma=0.5, metho
             raise ValueError(f"`convs4[{k}]` importance must be (C_dst, C_src, T); got shape {a.shape}")
     cost2 = [float(tap_cost[k]) * imp4[k].shape[2] for k in range(len(imp4))]
     prob = channels.ChannelProblem(widths, [(s, d, a.sum(2)) for (s, d, _), a in zip(convs4, imp4)], cost2,
-                                   budget / gamma, residuals)  # fmt: skip
+                                   budget / gamma, residuals, min_keep=min_keep)  # fmt: skip
     ch = channels.solve(prob, method=method, time_limit=time_limit, rel_gap=rel_gap)
     if ch.keep is None:
         return TapResult(None, ch, float("nan"), float("nan"), Status.INFEASIBLE, time.perf_counter() - t0, ch.message)

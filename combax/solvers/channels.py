@@ -5,7 +5,8 @@ r"""Channel selection as a discrete QCQP, solved exactly by branch-and-bound (Je
     \max_{u, v \in \{0,1\}} \sum_l u^{(l)\top} I^{(l)} v^{(s_l)} \quad\text{s.t.}\quad
     \sum_l c_l\, n_l\, m_{s_l} + c^{in}_l m_{s_l} + c^{out}_l n_l + c^0_l \le B,
 
-non-empty layers and the residual constraints that rule out inactive weights (see :class:`ChannelProblem`).
+at least ``min_keep[t]`` (by default one) kept output channels per map and the residual constraints that rule out
+inactive weights (see :class:`ChannelProblem`).
 
 Public names:
 
