@@ -14,12 +14,14 @@ A channel-selection problem is stored as a compressed ``.npz`` (written by ``Cha
 ``budget``            scalar float, optional when ``--budget`` or ``--ratio`` is given
 ``residual_src``, ``residual_dst``  (R,) int, optional; ``residual_kind`` (R,) str in identity, zero_pad, projection
 ``group_size``        (M+1,) int, optional: one binary per group of channels (tile units)
+``min_keep``          (M+1,) int, optional: the least number of kept channels per map (entry 0 ignored; default 1)
 
 Examples
 --------
 ``combax channels build resnet20 --ratio 0.5 --out r20.npz``
 ``combax channels solve r20.npz --method bnb --time-limit 60 --json``
 ``combax channels solve r20.npz --ratio 0.3 --method cpsat --time-limit 30 --out selection.npz``
+``combax channels solve r20.npz --min-keep 4 --time-limit 60``  (every conv keeps at least 4 output channels)
 """
 
 import argparse
@@ -63,6 +65,13 @@ def add_subcommands(sub) -> None:
     s.add_argument("--time-limit", type=float, default=None, help="seconds; return the best found and its gap")
     s.add_argument("--rel-gap", type=float, default=0.0, help="stop at (bound - objective) / bound <= this")
     s.add_argument("--node-limit", type=int, default=None, help="(bnb) stop after this many nodes")
+    s.add_argument(
+        "--min-keep",
+        type=int,
+        default=None,
+        metavar="K",
+        help="every conv keeps at least K output channels (overrides the file's min_keep; default: the file's, or 1)",
+    )
     s.add_argument("--progress", action="store_true", help="(bnb) show a progress bar with bound and gap")
     s.add_argument("--out", default=None, help="write the selection to this .npz (keep_<t>, keep_out_<k>)")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -142,6 +151,8 @@ def result_dict(sol, seconds=None) -> dict:
 
 
 def _cmd_solve(args) -> int:
+    import dataclasses
+
     from combax.solvers import channels
 
     try:
@@ -151,6 +162,8 @@ def _cmd_solve(args) -> int:
             if not args.ratio > 0:
                 raise ValueError(f"`--ratio` must be > 0; got {args.ratio}")
             prob = prob.with_budget(args.ratio * prob.full_resource)
+        if args.min_keep is not None:
+            prob = dataclasses.replace(prob, min_keep=args.min_keep)
         sol = channels.solve(
             prob,
             method=args.method,
@@ -164,7 +177,9 @@ def _cmd_solve(args) -> int:
     except (ValueError, OSError, KeyError, ImportError) as exc:
         return _fail(exc)
     if args.json:
-        print(json.dumps(result_dict(sol), indent=2))
+        out = result_dict(sol)
+        out["min_keep"] = [int(k) for k in prob.min_counts[1:]]  # per map 1..M, in channels (rounded to groups)
+        print(json.dumps(out, indent=2))
     else:
         print(f"status       {sol.status}")
         print(f"method       {sol.method}")

@@ -6,6 +6,7 @@ checker ``check_solution`` of ``test_channels`` plus the per-map counts on every
 """
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -279,3 +280,25 @@ def test_solve_4d_passes_min_keep_to_its_channel_stage():
     assert all(u.sum() >= 3 for u in r.channels.keep_out)
     free = channels.solve_4d(widths, convs4, tap_cost, 0.4 * full, gamma=0.6)
     assert any(u.sum() < 3 for u in free.channels.keep_out)  # the minimum binds here
+
+
+def test_cli_min_keep_overrides_the_file(tmp_path, capsys):
+    from combax.cli import main
+
+    prob, _ = _tiny()
+    lo = dataclasses.replace(prob, min_keep=3).min_resource
+    prob = prob.with_budget(lo + 0.4 * (prob.full_resource - lo))
+    prob.save(tmp_path / "p.npz")
+    rc = main(["channels", "solve", str(tmp_path / "p.npz"), "--min-keep", "3", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    ref = channels.brute_force(dataclasses.replace(prob, min_keep=3))
+    assert rc == 0 and out["status"] == "optimal" and out["min_keep"] == [3, 3, 3]
+    assert min(out["kept_out_per_conv"]) >= 3 and abs(out["objective"] - ref.objective) <= 1e-9
+    assert out["min_resource"] == dataclasses.replace(prob, min_keep=3).min_resource
+    # without the option: the file's minimum (here none, so 1)
+    rc = main(["channels", "solve", str(tmp_path / "p.npz"), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["min_keep"] == [1, 1, 1]
+    assert abs(out["objective"] - channels.brute_force(prob).objective) <= 1e-9
+    assert main(["channels", "solve", str(tmp_path / "p.npz"), "--min-keep", "5"]) == 2
+    assert "`min_keep`" in capsys.readouterr().err
