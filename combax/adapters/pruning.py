@@ -243,7 +243,7 @@ def _fixed_cost(model: ResNet, variables, layout, resource: str) -> float:
 
 def channel_problem(model, variables, resource: str = "flops", ratio: float = 0.5, *, input_shape=(32, 32, 1),
                     mode: str = "l1", data=None, latency_model=None, group_size=None, normalisation: str = "frobenius",
-                    **importance_kwargs):  # fmt: skip
+                    min_keep=None, **importance_kwargs):  # fmt: skip
     r"""The channel-selection QCQP of a trained ResNet (Jeong et al. 2022, §1.5).
 
     .. math::
@@ -264,6 +264,10 @@ def channel_problem(model, variables, resource: str = "flops", ratio: float = 0.
     group_size : channel groups (tile units) passed to ``ChannelProblem``.
     normalisation : per-layer scaling of the importance, ``"frobenius"`` (the paper's) or ``"sum"``; see
         :func:`importance`.
+    min_keep : None, int or float. The least number of output channels every prunable conv keeps (to avoid layer
+        collapse): an int k >= 1 keeps at least k per conv; a float f in (0, 1) keeps at least ceil(f C) of a conv
+        with C outputs (at least 1). None: 1 per conv. Passed to ``ChannelProblem`` in its map order (rounded up to
+        whole groups with ``group_size``); an int above a conv's width raises ``ValueError``.
 
     Returns
     -------
@@ -297,9 +301,26 @@ def channel_problem(model, variables, resource: str = "flops", ratio: float = 0.
     else:
         cost, lin = _unit_costs(layout, resource), None
         fixed = _fixed_cost(model, variables, layout, resource)
-    prob = ChannelProblem(widths, convs, cost, 0.0, _residuals(model), lin, group_size)
+    prob = ChannelProblem(widths, convs, cost, 0.0, _residuals(model), lin, group_size, _min_keep(min_keep, widths))
     budget = float(ratio) * (prob.full_resource + fixed) - fixed
     return prob.with_budget(budget)
+
+
+def _min_keep(min_keep, widths):
+    """``min_keep`` of :func:`channel_problem` as ChannelProblem's per-map ints (None stays None)."""
+    if min_keep is None:
+        return None
+    if isinstance(min_keep, (bool, np.bool_)) or not isinstance(min_keep, (int, float, np.integer, np.floating)):
+        raise ValueError(f"`min_keep` must be an int >= 1 or a float in (0, 1); got {min_keep!r}")
+    if isinstance(min_keep, (int, np.integer)):
+        if min_keep < 1:
+            raise ValueError(f"`min_keep` must be an int >= 1 or a float in (0, 1); got {min_keep}")
+        return int(min_keep)
+    frac = float(min_keep)
+    if not 0.0 < frac < 1.0:
+        raise ValueError(f"`min_keep` as a float is a fraction of each layer's width, in (0, 1); got {min_keep}")
+    # ceil(frac C), robust to round-off (0.3 * 10 = 3.0000000000000004 keeps 3, not 4)
+    return [int(widths[0])] + [max(1, int(np.ceil(round(frac * w, 9)))) for w in widths[1:]]
 
 
 # ---------------------------------------------------------------------------------------------------------- pruning

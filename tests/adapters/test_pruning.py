@@ -148,6 +148,10 @@ def test_ratio_one_keeps_every_channel():
         ({"normalisation": "max"}, "`normalisation` must be one of ('frobenius', 'sum'); got 'max'"),
         ({"mode": "taylor"}, "`data` must be given as (x, y)"),
         ({"input_shape": (8, 8)}, "`input_shape` must be (H, W, C)"),
+        ({"min_keep": 0}, "`min_keep` must be an int >= 1 or a float in (0, 1); got 0"),
+        ({"min_keep": 1.5}, "`min_keep` as a float is a fraction of each layer's width, in (0, 1); got 1.5"),
+        ({"min_keep": True}, "`min_keep` must be an int >= 1 or a float in (0, 1); got True"),
+        ({"min_keep": 5}, "`min_keep` of map 1 must be in [1, 2]"),
     ],
 )
 def test_channel_problem_errors(kwargs, msg):
@@ -182,3 +186,19 @@ def test_taylor_importance_and_finetune_smoke():
     tuned = P.finetune(pruned, x, y, TrainConfig(epochs=1, batch_size=16, lr=0.05, progress=False))
     assert tuned.resource == pruned.resource
     assert not np.allclose(tuned.variables["params"]["fc"]["kernel"], pruned.variables["params"]["fc"]["kernel"])
+
+
+@pytest.mark.parametrize("min_keep", [3, 0.4])
+def test_min_keep_every_conv_keeps_at_least_that_many_outputs(min_keep):
+    model, v = _tiny(base=4, seed=1)
+    prob = P.channel_problem(model, v, "flops", 0.35, input_shape=SHAPE, min_keep=min_keep)
+    outs = [c.c_out for c in conv_layout(model, SHAPE)]
+    need = [3 if isinstance(min_keep, int) else int(np.ceil(min_keep * w)) for w in outs]  # 0.4 of 4, 8, 16: 2, 4, 7
+    assert list(prob.min_counts[1:]) == need and prob.min_resource <= prob.budget
+    sol = channels.solve(prob, "bnb", node_limit=300)
+    assert sol.success and prob.evaluate(sol.keep_out, sol.keep).feasible
+    assert all(int(u.sum()) >= n for u, n in zip(sol.keep_out, need)), [int(u.sum()) for u in sol.keep_out]
+    free = channels.solve(P.channel_problem(model, v, "flops", 0.35, input_shape=SHAPE), "bnb", node_limit=300)
+    assert any(int(u.sum()) < n for u, n in zip(free.keep_out, need))  # the minimum binds on this model
+    pruned = P.prune(model, v, sol, input_shape=SHAPE)
+    assert pruned.resource["flops"] == sol.resource
