@@ -33,7 +33,14 @@ Bound of a node (valid for every completion):
    and reused by every node with the same fixings; it is filled only over the root's input and output count ranges
    (after the root's reductions), which hold every node's.
 
-6. Count-range reduction (`_Ctx.reduce_counts`): the end of a count range whose bound, with the range cut to that
+6. Budget-exact count DP (:mod:`combax.solvers._channels_budget`): the Lagrangian in 2. can exceed the budget-
+   constrained maximum of the tables by its budget term lam (B - cost) at the profile. Where the profile's tables
+   alone are at most the incumbent (only that term keeps the node open), the node is also bounded by the count DP with
+   the resource as a second state in rounded-down units (at most ``BUDGET_UNITS``, at most ``BUDGET_WORK`` steps),
+   a valid bound that does not dualise the budget. On small networks, where one count step moves a large share of
+   the budget, this closes most of the gap at the root; on ResNet-20 it rarely cuts a node.
+
+7. Count-range reduction (`_Ctx.reduce_counts`): the end of a count range whose bound, with the range cut to that
    end, is at most the incumbent holds no better solution and is cut off (binary search per end). Narrower ranges
    make every later DP smaller and save count branchings. Applied at the root, and at nodes whose bound is within
    ``REDUCE_GAP`` of the incumbent while the reductions have cost at most ``REDUCE_PER_NODE`` Lagrangians per node
@@ -59,7 +66,8 @@ Parallelism: the count-table and block kernels run on every core (numba ``prange
 the number of threads, so the search is deterministic without a time limit.
 
 Complexity: worst-case exponential in the number of binaries, O(sum_l C_l C_s log C) per node plus, per block whose
-table is not cached, O(BLOCK_ALL (C_s C_t + (C_s + C_t) log)), and O(C_s C_i C_t) per block in every DP.
+table is not cached, O(BLOCK_ALL (C_s C_t + (C_s + C_t) log)), O(C_s C_i C_t) per block in every DP, and
+O(BUDGET_WORK) where the budget-exact DP runs.
 """
 
 from __future__ import annotations
@@ -72,9 +80,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._channels_blocks import _ub_block_kernel, _ub_block_split_kernel, block_offsets, block_plan, find_blocks
+from ._channels_budget import budget_dp_kernel, step_minima, work_of
 from ._channels_greedy import greedy_state, resource_of
 from ._channels_kernels import (
     NEG,
+    _block_min,
     _block_value,
     _fill_kernel,
     _lagrange_kernel,
@@ -111,6 +121,10 @@ BLOCK_ALL = 1 << 16  # enumerate all 2^f inner sets of a block while 2^f <= BLOC
 BLOCK_NEAR = 42_000  # those that drop at most d free channels, at most BLOCK_NEAR sets (d = 4 on 32-wide maps, 2 on 64)
 BLOCK_PART = 16  # and a valid inexact table for the other inner counts, from parts of BLOCK_PART channels (0: off)
 BLOCK_NARROW = 32  # no block around a wider inner map that the root's profile keeps whole
+BUDGET_DP = True  # also bound nodes by the budget-exact count DP (`_channels_budget`) where it may prune them
+BUDGET_UNITS = 2000  # resource units of that DP (at most) ...
+BUDGET_WORK = 4_000_000  # ... and at most this many (count pair x unit) steps per node
+BUDGET_MIN_UNITS = 50  # no budget-exact DP with fewer units
 BLOCK_CACHE_MB = 512  # block tables kept (least recently used dropped); each (C_s + 1)(C_i + 1)(C_t + 1) floats
 
 
@@ -172,6 +186,8 @@ class _Ctx:
             readers[f.src[k]].append(k)
         self.reader = np.array([r[0] if len(r) == 1 else -1 for r in readers], np.int64)
         self.n_probes = 0  # Lagrangians solved by `reduce_counts`
+        self.floor = -np.inf  # the incumbent's objective: the budget-exact DP runs where it may bound a node below it
+        self.n_budget_dp = 0
         # per inner map, the inner set at which the parts' block tables are exact (`_ub_block_split_kernel`'s
         # target): the incumbent's when the blocks are switched on, none (zeros) before
         self.part_target = np.zeros((m + 1, f.cmax), np.uint8)
@@ -243,7 +259,38 @@ class _Ctx:
                 excess = u1 + u2 - _block_value(f.widths, self.toff, self.T, self.boff, self.BT, self.bfrom, q, t,
                                                 pm[t - 2], pn[t - 1], pn[t])  # fmt: skip
                 ubk[t - 2], ubk[t - 1] = u1 - excess / 2, u2 - excess / 2
+        tol = TOL * max(1.0, abs(self.floor))
+        if BUDGET_DP and bound > self.floor + tol and ubk.sum() <= self.floor + tol:
+            # the profile's tables alone are at most the incumbent: the budget term lam (B - cost) lifts the bound
+            # above it, and without dualising the budget the node may be cut off
+            exact = self.budget_bound(node, bk)
+            if exact is not None:
+                if exact <= NEG / 2:
+                    return None
+                bound = min(bound, exact)
         return bound, pn, pm, ubk
+
+    def budget_bound(self, node: _Node, bk):
+        """The budget-exact count DP's bound of ``node`` (its tables in place), or None when it would need more than
+        BUDGET_WORK steps at BUDGET_MIN_UNITS units."""
+        f = self.f
+        work = work_of(f.widths, f.src, bk, node.nlo, node.nhi, node.mlo, node.mhi)
+        units = min(BUDGET_UNITS, BUDGET_WORK // max(work, 1))
+        if units < BUDGET_MIN_UNITS:
+            return None
+        cmin = np.empty(self.m)
+        step_minima(f.src, f.cost, f.lin, node.nlo, node.mlo, cmin)
+        room = self.budget_relaxed - cmin.sum()
+        if room < 0:
+            return NEG
+        if room == 0:
+            return None
+        BM = _block_min(f.widths, self.toff, self.T, bk, self.boff, self.BT, self.bfrom, node.nlo, node.nhi, node.mlo,
+                        node.mhi)  # fmt: skip
+        self.n_budget_dp += 1
+        return float(budget_dp_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T, bk,
+                                      self.boff, BM, self.bfrom, node.nlo, node.nhi, node.mlo, node.mhi, cmin,
+                                      room / units, units))  # fmt: skip
 
     def set_blocks(self, outs: np.ndarray):
         """Bound the blocks ending at the maps ``outs`` jointly (an empty cache and table space for them)."""
@@ -487,6 +534,7 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
     # incumbent: the original greedy
     U, V, inc = greedy_state(f, budget)
     best = (U, V)
+    ctx.floor = inc
     act = np.zeros(m)
     n_heur = 0
 
@@ -502,6 +550,7 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
         obj = float(_objective_kernel(f.widths, f.src, f.imp, f.off, U_, V_))
         if obj > inc:
             inc, best = obj, (U_.copy(), V_.copy())
+            ctx.floor = inc
 
     def heuristic(node, pn, pm):
         nonlocal n_heur
@@ -639,7 +688,7 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
     bound = max(inc, -heap[0][0]) if heap and status != Status.OPTIMAL else inc
     if status == Status.OPTIMAL and heap:
         bound = max(inc, -heap[0][0])  # stopped by rel_gap: the best open bound
-    msg = f"{n_nodes} nodes, incumbent {inc:.9g}, bound {bound:.9g}"
+    msg = f"{n_nodes} nodes, incumbent {inc:.9g}, bound {bound:.9g}, {ctx.n_budget_dp} budget-exact DPs"
     return BnBOutput(best[0], best[1], inc, float(bound), status, n_nodes, msg)
 
 
