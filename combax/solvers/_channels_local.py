@@ -347,14 +347,10 @@ def _ls_init_kernel(widths, src, imp, off, U, V, ins, outs, nu, nv):
 
 @njit(cache=True)
 def _local_search_kernel(widths, src, imp, off, cost, lin, res_src, res_kind, budget, U, V, max_rounds, max_drops,
-                         kmin=None):  # fmt: skip
+                         kmin):  # fmt: skip
     # mutates U, V (a valid selection within budget) to a local optimum of the moves of the module docstring.
-    # kmin (M+1,): the least number of kept channels per map (None: 1, non-empty maps). Returns the objective.
+    # kmin (M+1,): the least number of kept channels per map (`Flat.kmin`). Returns the objective.
     m = widths.size - 1
-    if kmin is None:
-        lo = np.ones(m + 1, np.int64)
-    else:
-        lo = kmin
     cmax = U.shape[1]
     ins = np.zeros((m + 1, cmax))
     outs = np.zeros((m + 1, cmax))
@@ -432,10 +428,10 @@ def _local_search_kernel(widths, src, imp, off, cost, lin, res_src, res_kind, bu
             if _ls_is_add_kernel(U, V, t, j, kind) != -1:
                 continue
             if kind == 0 or kind == 1:
-                if nu[t] <= lo[t]:
+                if nu[t] <= kmin[t]:
                     continue
             if kind == 0 or kind == 2:
-                if nv[t] <= lo[t]:
+                if nv[t] <= kmin[t]:
                     continue
             SU[:, :] = U
             SV[:, :] = V

@@ -233,7 +233,8 @@ def test_resnet20_escapes_the_stuck_incumbent():
     prob = channels.resnet_cifar(20, 0, resource="flops", ratio=0.5)
     f, budget = flat_of(prob)
     U, V, _ = greedy_state(f, budget)
-    _local_search_kernel(f.widths, f.src, f.imp, f.off, f.cost, f.lin, f.res_src, f.res_kind, budget, U, V, 1000, 64)
+    _local_search_kernel(f.widths, f.src, f.imp, f.off, f.cost, f.lin, f.res_src, f.res_kind, budget, U, V, 1000, 64,
+                         f.kmin)  # fmt: skip
     assert objective_of(f, U, V) < 432.5
     obj = _check_improvement(prob, f, budget, U, V, perturb=0)
     assert obj > 432.86
