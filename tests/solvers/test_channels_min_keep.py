@@ -132,24 +132,17 @@ def test_heuristics_keep_the_minimum(seed):
 
 
 # ------------------------------------------------------------------------------------------------ the minimum
-def _tiny(group=None, min_keep=None, kind="identity"):
-    """Maps [2, 4, 4, 4], 1x1 convs, a residual 1 -> 3, integer data; 16 channel bits (plain enumeration)."""
-    rng = np.random.default_rng(11)
-    widths = [2, 4, 4, 4]
+LIN = np.array([[1.0, 2.0, -1.0], [0.0, 1.0, 3.0], [2.0, 0.0, 0.0]])
+
+
+def _tiny(group=None, min_keep=None, kind="identity", widths=(2, 4, 4, 4), seed=11):
+    """A chain of three 1x1 convs with a residual 1 -> 3, integer data, linear cost terms (LIN); the default maps
+    [2, 4, 4, 4] have 16 channel bits, [1, 2, 4, 2] 10 (plain enumeration)."""
+    rng = np.random.default_rng(seed)
+    widths = list(widths)
     convs = [(k, k + 1, rng.integers(0, 10, size=(widths[k + 1], widths[k])).astype(float)) for k in range(3)]
-    lin = np.array([[1.0, 2.0, -1.0], [0.0, 1.0, 3.0], [2.0, 0.0, 0.0]])
-    prob, spec = make(widths, convs, [1.0, 2.0, 1.0], 0.0, [(1, 3, kind)], lin, group)
+    prob, spec = make(widths, convs, [1.0, 2.0, 1.0], 0.0, [(1, 3, kind)], LIN, group)
     return dataclasses.replace(prob, min_keep=min_keep), spec
-
-
-def _enum_tiny(group, min_keep, kind):
-    """Maps [1, 2, 4, 2], 1x1 convs, a residual 1 -> 3, integer data; 10 channel bits (plain enumeration)."""
-    rng = np.random.default_rng(12)
-    widths = [1, 2, 4, 2]
-    convs = [(k, k + 1, rng.integers(0, 10, size=(widths[k + 1], widths[k])).astype(float)) for k in range(3)]
-    lin = np.array([[1.0, 2.0, -1.0], [0.0, 1.0, 3.0], [2.0, 0.0, 0.0]])
-    prob, _ = make(widths, convs, [1.0, 2.0, 1.0], 0.0, [(1, 3, kind)], lin, group)
-    return dataclasses.replace(prob, min_keep=min_keep), lin
 
 
 @pytest.mark.parametrize(
@@ -157,7 +150,8 @@ def _enum_tiny(group, min_keep, kind):
 )
 @pytest.mark.parametrize("kind", ["identity", "projection"])
 def test_min_resource_is_the_smallest_resource_of_a_valid_selection(group, min_keep, kind):
-    prob, lin = _enum_tiny(group, min_keep, kind)
+    prob, _ = _tiny(group, min_keep, kind, widths=(1, 2, 4, 2), seed=12)
+    lin = LIN
     lo = prob.min_resource
     # a valid selection at exactly the minimum, none below it (integer data: resources are integers)
     assert enumerate_optimum(prob.with_budget(lo)) > -np.inf
