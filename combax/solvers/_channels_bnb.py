@@ -84,7 +84,6 @@ from ._channels_budget import budget_dp_kernel, step_minima, work_of
 from ._channels_greedy import greedy_state, resource_of
 from ._channels_kernels import (
     NEG,
-    _block_min,
     _block_value,
     _fill_kernel,
     _lagrange_kernel,
@@ -285,11 +284,9 @@ class _Ctx:
             return NEG
         if room == 0:
             return None
-        BM = _block_min(f.widths, self.toff, self.T, bk, self.boff, self.BT, self.bfrom, node.nlo, node.nhi, node.mlo,
-                        node.mhi)  # fmt: skip
         self.n_budget_dp += 1
         return float(budget_dp_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, self.toff, self.T, bk,
-                                      self.boff, BM, self.bfrom, node.nlo, node.nhi, node.mlo, node.mhi, cmin,
+                                      self.boff, self.BT, self.bfrom, node.nlo, node.nhi, node.mlo, node.mhi, cmin,
                                       room / units, units))  # fmt: skip
 
     def set_blocks(self, outs: np.ndarray):

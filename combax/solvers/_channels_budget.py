@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._channels_kernels import NEG
+from ._channels_kernels import NEG, _block_value
 
 
 @njit(cache=True)
@@ -50,10 +50,10 @@ def step_minima(src, cost, lin, nlo, mlo, out):
 
 
 @njit(cache=True)
-def budget_dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BM, bfrom, nlo, nhi, mlo, mhi,
+def budget_dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, boff, BT, bfrom, nlo, nhi, mlo, mhi,
                      cmin, unit, R):  # fmt: skip
     # max over count profiles of sum_k T_k whose rounded step costs (module docstring) sum to at most R units; NEG if
-    # none. BM: `_block_min` of the node (block values where the block tables are filled).
+    # none. A block's value is `_block_value` (the smaller of its table, where filled, and its two count tables).
     m = widths.size - 1
     cmax = 0
     for t in range(m + 1):
@@ -73,29 +73,15 @@ def budget_dp_kernel(widths, src, res_src, res_kind, cost, lin, toff, T, bk, bof
             continue
         W[:, :] = NEG
         if bk[t] >= 0:
-            q = bk[t]
-            i = t - 1
             s = t - 2
-            k1 = i - 1
-            ci = widths[i]
-            cs = widths[s]
-            co = widths[t]
+            k1 = k - 1
             c0 = cmin[k1] + cmin[k]
             for b in range(mlo[s], mhi[s] + 1):
-                for a in range(nlo[i], nhi[i] + 1):
-                    t1 = T[toff[k1] + a * (cs + 1) + b]
-                    if t1 <= NEG / 2:
-                        continue
+                for a in range(nlo[t - 1], nhi[t - 1] + 1):
                     for a2 in range(nlo[t], nhi[t] + 1):
-                        t2 = T[toff[k] + a2 * (ci + 1) + a]
-                        if t2 <= NEG / 2:
+                        v = _block_value(widths, toff, T, boff, BT, bfrom, bk[t], t, b, a, a2)
+                        if v <= NEG / 2:
                             continue
-                        if a >= bfrom[q]:
-                            v = BM[boff[q] + (b * (ci + 1) + a) * (co + 1) + a2]
-                            if v <= NEG / 2:
-                                continue
-                        else:
-                            v = t1 + t2
                         qq = _units(_step_cost(cost, lin, k1, a, b) + _step_cost(cost, lin, k, a2, a) - c0, unit)
                         for r in range(R + 1 - qq):
                             pv = val[s % 3, b, r]

@@ -143,7 +143,7 @@ def test_budget_dp_is_the_best_profile_within_the_rounded_budget_and_bounds_the_
     for units in (1, 3, 17, 200):
         unit = room / units
         got = budget_dp_kernel(f.widths, f.src, f.res_src, f.res_kind, f.cost, f.lin, ctx.toff, ctx.T, bk, ctx.boff,
-                               BM, ctx.bfrom, root.nlo, root.nhi, root.mlo, root.mhi, cmin, unit, units)  # fmt: skip
+                               ctx.BT, ctx.bfrom, root.nlo, root.nhi, root.mlo, root.mhi, cmin, unit, units)  # fmt: skip
         want = max(
             (v for v, cs in profiles if sum(_units(c - sum(cmin[k] for k in ks), unit) for c, ks in cs) <= units),
             default=NEG,
