@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._channels_layout import layout, linear_rows
+from ._channels_layout import bilinear_pairs, f1_model, layout, linear_rows
 from ._status import Status
 
 BRUTE_FORCE_MAX_BINARIES = 22
@@ -65,81 +65,20 @@ def brute_force(c: dict):
     return u, v, Status.OPTIMAL, float(best), 1 << lay.n, f"enumerated {1 << lay.n} assignments"
 
 
-def _f1_pairs(c, lay):
-    """The bilinear pairs of F1: (var_u, var_v, importance, cost) per kept-weight product, and per-binary terms."""
-    m = len(c["widths"]) - 1
-    pu, pv, pimp, pcost = [], [], [], []
-    lin_obj = np.zeros(lay.n)
-    lin_res = np.zeros(lay.n)
-    const_res = 0.0
-    for k in range(m):
-        t, s = k + 1, c["src"][k]
-        a = c["mats"][k]
-        uu, vv = lay.uvar[t], lay.vvar[s]
-        lin_res[uu] += c["lin"][k, 1]
-        const_res += c["lin"][k, 2]
-        if s == 0:  # the input is fixed: the product is u itself
-            lin_obj[uu] += a.sum(1)
-            lin_res[uu] += c["cost"][k] * c["widths"][0]
-            const_res += c["lin"][k, 0] * c["widths"][0]
-            continue
-        lin_res[vv] += c["lin"][k, 0]
-        jj, ii = np.meshgrid(np.arange(len(uu)), np.arange(len(vv)), indexing="ij")
-        pu.append(uu[jj.ravel()])
-        pv.append(vv[ii.ravel()])
-        pimp.append(a.ravel())
-        pcost.append(np.full(a.size, c["cost"][k]))
-    cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)  # noqa: E731
-    return cat(pu, np.int64), cat(pv, np.int64), cat(pimp, float), cat(pcost, float), lin_obj, lin_res, const_res
-
-
 def highs(c: dict, time_limit=None, rel_gap=0.0):
     """F1 (full McCormick) MILP solved by HiGHS through :func:`scipy.optimize.milp`."""
     from scipy.optimize import Bounds, LinearConstraint, milp
-    from scipy.sparse import coo_matrix
 
     lay = layout(c)
-    pu, pv, pimp, pcost, lin_obj, lin_res, const_res = _f1_pairs(c, lay)
-    n, p = lay.n, len(pu)
-    nv = n + p
-    y = n + np.arange(p)
-    rows, cols, vals, lo, hi = [], [], [], [], []
-    r = 0
-    # y <= u, y <= v, y - u - v >= -1
-    for a in (pu, pv):
-        rows += [r + np.arange(p), r + np.arange(p)]
-        cols += [y, a]
-        vals += [np.ones(p), -np.ones(p)]
-        lo.append(np.full(p, -np.inf))
-        hi.append(np.zeros(p))
-        r += p
-    rows += [r + np.arange(p)] * 3
-    cols += [y, pu, pv]
-    vals += [np.ones(p), -np.ones(p), -np.ones(p)]
-    lo.append(np.full(p, -1.0))
-    hi.append(np.full(p, np.inf))
-    r += p
-    # budget
-    rows.append(np.full(nv, r))
-    cols.append(np.arange(nv))
-    vals.append(np.concatenate([lin_res, pcost]))
-    lo.append([-np.inf])
-    hi.append([c["budget"] - const_res])
-    r += 1
-    for coef, l_, h_ in linear_rows(c, lay):
-        rows.append(np.full(len(coef), r))
-        cols.append(np.fromiter(coef.keys(), np.int64))
-        vals.append(np.fromiter(coef.values(), float))
-        lo.append([l_])
-        hi.append([h_])
-        r += 1
-    a = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r, nv)).tocsr()
-    obj = -np.concatenate([lin_obj, pimp])
+    model = f1_model(c, lay)
+    n = lay.n
+    p = len(model.pu)
+    a, obj = model.a, -model.obj
     integrality = np.concatenate([np.ones(n), np.zeros(p)])
     options = {"mip_rel_gap": float(rel_gap)}
     if time_limit is not None:
         options["time_limit"] = float(time_limit)
-    res = milp(obj, constraints=LinearConstraint(a, np.concatenate(lo), np.concatenate(hi)),
+    res = milp(obj, constraints=LinearConstraint(a, model.lo, model.hi),
                integrality=integrality, bounds=Bounds(0, 1), options=options)  # fmt: skip
     bound = -getattr(res, "mip_dual_bound", np.nan) if getattr(res, "mip_dual_bound", None) is not None else np.nan
     if res.status == 2:
@@ -158,7 +97,7 @@ def cbc(c: dict, time_limit=None, rel_gap=0.0):
 
     pulp = require("pulp", "ref", "the CBC reference")
     lay = layout(c)
-    pu, pv, pimp, pcost, lin_obj, lin_res, const_res = _f1_pairs(c, lay)
+    pu, pv, pimp, pcost, lin_obj, lin_res, const_res = bilinear_pairs(c, lay)
     model = pulp.LpProblem("channels", pulp.LpMaximize)
     x = [pulp.LpVariable(f"x{i}", cat="Binary") for i in range(lay.n)]
     y = [pulp.LpVariable(f"y{i}", lowBound=0, upBound=1) for i in range(len(pu))]
@@ -174,7 +113,7 @@ def cbc(c: dict, time_limit=None, rel_gap=0.0):
         + pulp.lpSum(pcost[q] * y[q] for q in range(len(pu)))
         <= c["budget"] - const_res
     )
-    for coef, l_, h_ in linear_rows(c, lay):
+    for coef, l_, h_, _ in linear_rows(c, lay):
         e = pulp.lpSum(w * x[i] for i, w in coef.items())
         if np.isfinite(l_):
             model += e >= l_
@@ -263,7 +202,7 @@ def cpsat(c: dict, time_limit=None, rel_gap=0.0, hint=None, num_workers=2, objec
         model.AddMultiplicationEquality(pv, [nv, mv])
         res_terms += [cc * pv, cin * mv, cout * nv]
     model.Add(sum(res_terms) + const <= budget_int)
-    for coef, l_, h_ in linear_rows(c, lay):
+    for coef, l_, h_, _ in linear_rows(c, lay):
         e = sum(int(w) * x[i] for i, w in coef.items())
         if np.isfinite(l_):
             model.Add(e >= int(l_))
