@@ -21,7 +21,7 @@ Bound of a node (valid for every completion):
    _channels_lp`, first-order PDHG; `_Ctx.lp_multipliers`), and subgradient steps on the bound without blocks
    (`_Ctx.optimize_multipliers`, run only when the first leaves the root open). The LP duals also prove a bound of
    the whole problem, which caps every node's bound and the reported one. On ResNet-20 at 50 % FLOPs the LP's
-   multipliers give a root bound of 433.11 against the subgradient's 433.60 (optimum >= 432.895); at 70 % they prove
+   multipliers give a root bound of 433.11 against the subgradient's 433.62 (optimum >= 432.895); at 70 % they prove
    the optimum at the root; at 30 % the subgradient's are the better ones.
 4. Folded bounds (with multipliers): for |A| = a the column offsets can be spread over the rows, sum_{A x B} I +
    sum_A RO + sum_B CO = sum_{j in A} (RO_j + sum_{i in B} (I_ji + CO_i / a)), so the row bound of I + CO / a (and
@@ -205,6 +205,7 @@ class _Ctx:
         for k in range(m):
             readers[f.src[k]].append(k)
         self.reader = np.array([r[0] if len(r) == 1 else -1 for r in readers], np.int64)
+        self.space = self._multiplier_space()  # where the decomposition multipliers live; None: nowhere
         self.n_probes = 0  # Lagrangians solved by `reduce_counts`
         self.floor = -np.inf  # the incumbent's objective: the budget-exact DP runs where it may bound a node below it
         self.n_budget_dp = 0
@@ -439,7 +440,7 @@ class _Ctx:
         self.fold = FOLD and bool(RO.any() or CO.any())
         self.set_blocks(self.blocks)
 
-    def multiplier_space(self):
+    def _multiplier_space(self):
         """Where the decomposition multipliers live (see `optimize_multipliers`): masks meq, mal, mbe (1 where the
         multiplier exists), alfree (al of free sign), ks (reader of each residual target's shortcut source), has_t /
         has_s (maps with a reader / with a shortcut-source reader); None when there are none."""
@@ -450,7 +451,7 @@ class _Ctx:
         mal = np.zeros((m + 1, cm))
         mbe = np.zeros((m + 1, cm))
         alfree = np.zeros((m + 1, cm), bool)
-        ks = np.full(m + 1, -1, np.int64)
+        ks = np.full(m + 1, -1, np.int64)  # reader of the shortcut source, for be
         for t in range(1, m + 1):
             if kt[t] < 0:
                 continue
@@ -473,8 +474,8 @@ class _Ctx:
 
     def offsets(self, eq, al, be):
         """Row offsets RO (M + 1, cmax) and column offsets CO (M, cmax) of the multipliers (eq, al, be), which must
-        be zero outside `multiplier_space` (al >= 0 except where alfree, be >= 0)."""
-        space = self.multiplier_space()
+        be zero outside ``space`` (al >= 0 except where alfree, be >= 0)."""
+        space = self.space
         RO = eq - al + be
         CO = np.zeros((self.m, self.f.cmax))
         if space is not None:
@@ -484,10 +485,10 @@ class _Ctx:
 
     def lp_multipliers(self, iters: int, deadline: float, target: float):
         """Multipliers from the approximate duals of the F1 LP relaxation (`_channels_lp`), restricted to
-        `multiplier_space` (al, be clipped at 0 where their sign is fixed): (RO, CO, the LP bound the duals prove),
+        ``space`` (al, be clipped at 0 where their sign is fixed): (RO, CO, the LP bound the duals prove),
         or None when the decomposition has no multipliers. The first-order method stops early once its bound is at
         most ``target``."""
-        space = self.multiplier_space()
+        space = self.space
         if space is None:
             return None
         d = lp_duals(self.f, self.budget, iters, deadline, target)
@@ -508,7 +509,7 @@ class _Ctx:
         Step: Polyak towards ``target`` (the incumbent), halved after 8 non-improving steps.
         """
         f, m, cm = self.f, self.m, self.f.cmax
-        space = self.multiplier_space()
+        space = self.space
         if space is None:
             return
         meq, mal, mbe, alfree = space.meq, space.mal, space.mbe, space.alfree
