@@ -117,7 +117,8 @@ def multipliers_from_duals(f: Flat, d: LPDuals):
     but two copies in the decomposition (the producer's row, the reader's column: eq, or al where zero-padding
     forces v = u) gets the multiplier that gives both copies the same reduced value: half the difference of what
     the reader's and the producer's product rows price it at (y <= u and y <= v, less y >= u + v - 1; the
-    producer's linear objective and resource terms included).
+    channel's linear objective and resource terms counted on the producer's side). Any choice is valid: it only
+    moves value between the two copies.
     """
     model, lay, y = d.model, d.lay, d.y
     p = model.pu.size
