@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 from combax.solvers import channels  # noqa: E402
 from combax.solvers._channels_bnb import LP_ITERS, _Ctx  # noqa: E402
 from combax.solvers._channels_kernels import NEG  # noqa: E402
-from combax.solvers._channels_layout import f1_model, flat, layout  # noqa: E402
+from combax.solvers._channels_layout import flat  # noqa: E402
+from combax.solvers._channels_refs import lp_relaxation  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results"
 RATIOS = (0.3, 0.5, 0.7)
@@ -168,20 +169,6 @@ def ctx_part_target(f, c, sol):
     for k in range(f.widths.size - 1):
         target[k + 1, : f.widths[k + 1]] = np.asarray(sol.keep_out[c["order"][k]], np.uint8)
     return target
-
-
-def lp_relaxation(c) -> float:
-    """The optimum of the F1 LP relaxation by HiGHS (scipy ``linprog``)."""
-    from scipy.optimize import linprog
-    from scipy.sparse import vstack
-
-    model = f1_model(c, layout(c))
-    up, dn = np.isfinite(model.hi), np.isfinite(model.lo)
-    res = linprog(-model.obj, A_ub=vstack([model.a[up], -model.a[dn]]),
-                  b_ub=np.concatenate([model.hi[up], -model.lo[dn]]), bounds=(0, 1), method="highs")  # fmt: skip
-    if res.status != 0:
-        raise RuntimeError(f"LP relaxation: {res.message}")
-    return float(-res.fun)
 
 
 def markdown(r: dict) -> str:

@@ -687,12 +687,12 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
             ev = ctx.evaluate(root)
             lp_note = f", LP multipliers (LP bound {lp[2]:.9g})"
         if is_open(ev):  # the subgradient's multipliers, kept where they give the lower root bound
-            before = (ctx.RO, ctx.CO, ev)
+            lp_ro, lp_co, lp_ev = ctx.RO, ctx.CO, ev
             ctx.optimize_multipliers(root, inc, MU_ITERS, share_deadline(MU_SHARE))
             ctx.set_multipliers(ctx.RO, ctx.CO)
             ev = ctx.evaluate(root)
-            if lp is not None and before[2] is not None and (ev is None or ev[0] >= before[2][0]):
-                ctx.set_multipliers(*before[:2])
+            if lp is not None and (ev is None or ev[0] >= lp_ev[0]):
+                ctx.set_multipliers(lp_ro, lp_co)
                 ev = ctx.evaluate(root)
             else:
                 lp_note = ""

@@ -91,6 +91,18 @@ def highs(c: dict, time_limit=None, rel_gap=0.0):
     return u, v, status, bound, node_count, res.message
 
 
+def lp_relaxation(c: dict) -> float:
+    """The optimum of the F1 model with the binaries relaxed to [0, 1], by HiGHS (the oracle of the B&B's
+    approximate LP duals, `_channels_lp`)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    model = f1_model(c, layout(c))
+    res = milp(-model.obj, constraints=LinearConstraint(model.a, model.lo, model.hi), bounds=Bounds(0, 1))
+    if res.status != 0:
+        raise RuntimeError(f"F1 LP relaxation: {res.message}")
+    return float(-res.fun)
+
+
 def cbc(c: dict, time_limit=None, rel_gap=0.0):
     """F1 (full McCormick) MILP solved by CBC through PuLP."""
     from combax._optional import require

@@ -6,27 +6,14 @@ optimum at the root."""
 
 import numpy as np
 import pytest
-from scipy.optimize import linprog
 
 from combax.solvers import _channels_bnb as bnb
 from combax.solvers import channels
-from combax.solvers._channels_layout import f1_model, flat, layout
+from combax.solvers._channels_layout import flat
 from combax.solvers._channels_lp import lp_duals, pdhg_duals
+from combax.solvers._channels_refs import lp_relaxation
 from tests.solvers.test_channels import enumerate_optimum, random_instance
 from tests.solvers.test_channels_budget import random_instance as chain_instance
-
-
-def lp_optimum(c):
-    """The F1 LP relaxation's optimum by HiGHS (the oracle)."""
-    model = f1_model(c, layout(c))
-    up, dn = np.isfinite(model.hi), np.isfinite(model.lo)
-    a = model.a
-    from scipy.sparse import vstack
-
-    res = linprog(-model.obj, A_ub=vstack([a[up], -a[dn]]), b_ub=np.concatenate([model.hi[up], -model.lo[dn]]),
-                  bounds=(0, 1), method="highs")  # fmt: skip
-    assert res.status == 0
-    return -res.fun
 
 
 def tol(x):
@@ -38,7 +25,7 @@ def test_dual_bound_is_valid_at_every_iteration_count_and_converges(seed):
     prob, _ = random_instance(np.random.default_rng(seed), integer=False)
     c = prob._grouped()._c
     f = flat(c)
-    lp = lp_optimum(c)
+    lp = lp_relaxation(c)
     bounds = [lp_duals(f, c["budget"], iters).bound for iters in (1, 10, 100, 1000)]
     assert all(b >= lp - tol(lp) for b in bounds)
     assert lp_duals(f, c["budget"], 20000).bound <= lp + 1e-3 * max(1.0, abs(lp))
