@@ -39,74 +39,114 @@ class LPDuals(NamedTuple):
     lay: object
 
 
+class PDHG:
+    """Preconditioned PDHG on min cost.z s.t. k z <= b, 0 <= z <= 1 (``k`` scipy CSR) that can be continued: each
+    :meth:`run` goes on from the last iterate. ``best`` is the best lower bound on the minimum proven at a restart,
+    ``best_y`` (>= 0, in the rows of ``k``) the duals that prove it."""
+
+    def __init__(self, k, b, cost):
+        from scipy.sparse import diags
+
+        row_max = np.asarray(abs(k).max(axis=1).todense()).ravel()
+        self.r = 1.0 / np.where(row_max > 0, row_max, 1.0)
+        self.k = (diags(self.r) @ k).tocsr()
+        self.b = b * self.r
+        self.kt = self.k.T.tocsr()
+        absk = abs(self.k)
+        col = np.asarray(absk.sum(axis=0)).ravel()
+        row = np.asarray(absk.sum(axis=1)).ravel()
+        self.tau = 1.0 / np.where(col > 0, col, 1.0)
+        self.sig = 1.0 / np.where(row > 0, row, 1.0)
+        self.cost = cost
+        self.z = np.zeros(self.k.shape[1])
+        self.y = np.zeros(self.k.shape[0])
+        self.best = self._dual_value(self.y)
+        self._best_y = self.y.copy()
+        self.iterations = 0
+        self.stalled = 0
+
+    @property
+    def best_y(self):
+        return self._best_y * self.r
+
+    @property
+    def converged(self) -> bool:
+        """Ten restarts in a row raised the bound by less than STALL (relative): running on is pointless."""
+        return self.stalled >= 10
+
+    def _dual_value(self, y):
+        return float(-(y @ self.b) + np.minimum(self.cost + self.kt @ y, 0.0).sum())
+
+    def run(self, iters: int, deadline: float = np.inf, target: float = np.inf, restart: int = 100):
+        """Iterate until ``iters`` iterations in all, past ``deadline`` (perf_counter), once ``best`` reaches
+        ``target``, or until :attr:`converged`; the checks are made at every restart (each ``restart`` iterations,
+        to the average iterate when its dual bound is the better)."""
+        ks, kt, bs, cost, tau, sig = self.k, self.kt, self.b, self.cost, self.tau, self.sig
+        z, y = self.z, self.y
+        z_sum, y_sum, cnt = np.zeros_like(z), np.zeros_like(y), 0
+        while self.iterations < iters and not self.converged and self.best < target:
+            self.iterations += 1
+            z_new = np.clip(z - tau * (cost + kt @ y), 0.0, 1.0)
+            y = np.maximum(0.0, y + sig * (ks @ (2.0 * z_new - z) - bs))
+            z = z_new
+            z_sum += z
+            y_sum += y
+            cnt += 1
+            if cnt == restart or self.iterations == iters:
+                y_avg = y_sum / cnt
+                v_avg, v_last = self._dual_value(y_avg), self._dual_value(y)
+                if v_avg > v_last:
+                    z, y = z_sum / cnt, y_avg
+                z_sum[:], y_sum[:], cnt = 0.0, 0.0, 0
+                v = max(v_avg, v_last)
+                self.stalled = self.stalled + 1 if v <= self.best + STALL * max(1.0, abs(self.best)) else 0
+                if v > self.best:
+                    self.best, self._best_y = v, y.copy()
+                if time.perf_counter() > deadline:
+                    break
+        self.z, self.y = z, y
+
+
 def pdhg_duals(k, b, cost, iters: int, deadline: float = np.inf, target: float = np.inf, restart: int = 100):
     """Approximate duals of min cost.z s.t. k z <= b, 0 <= z <= 1 (``k`` scipy CSR): (y >= 0, lower bound on the
-    minimum that y proves, iterations run). The best y seen at a restart is returned. Stops after ``iters``
-    iterations, past ``deadline`` (perf_counter), once the lower bound reaches ``target``, or when ten restarts in a
-    row raised it by less than STALL (relative)."""
-    from scipy.sparse import diags
+    minimum that y proves, iterations run), by :class:`PDHG` from zero (see :meth:`PDHG.run` for the stops)."""
+    pdhg = PDHG(k, b, cost)
+    pdhg.run(iters, deadline, target, restart)
+    return pdhg.best_y, pdhg.best, pdhg.iterations
 
-    row_max = np.asarray(abs(k).max(axis=1).todense()).ravel()
-    r = 1.0 / np.where(row_max > 0, row_max, 1.0)
-    ks = (diags(r) @ k).tocsr()
-    bs = b * r
-    kt = ks.T.tocsr()
-    absk = abs(ks)
-    col = np.asarray(absk.sum(axis=0)).ravel()
-    row = np.asarray(absk.sum(axis=1)).ravel()
-    tau = 1.0 / np.where(col > 0, col, 1.0)
-    sig = 1.0 / np.where(row > 0, row, 1.0)
 
-    def dual_value(y):
-        return float(-(y @ bs) + np.minimum(cost + kt @ y, 0.0).sum())
+class F1Relaxation:
+    """The F1 LP relaxation of the group-free problem ``f`` under ``budget`` and its PDHG, continued by every
+    :meth:`duals` call."""
 
-    z = np.zeros(ks.shape[1])
-    y = np.zeros(ks.shape[0])
-    z_sum, y_sum, cnt = np.zeros_like(z), np.zeros_like(y), 0
-    best, best_y = dual_value(y), y.copy()
-    it = 0
-    stalled = 0
-    while it < iters:
-        it += 1
-        z_new = np.clip(z - tau * (cost + kt @ y), 0.0, 1.0)
-        y = np.maximum(0.0, y + sig * (ks @ (2.0 * z_new - z) - bs))
-        z = z_new
-        z_sum += z
-        y_sum += y
-        cnt += 1
-        if it % restart == 0 or it == iters:
-            y_avg = y_sum / cnt
-            v_avg, v_last = dual_value(y_avg), dual_value(y)
-            if v_avg > v_last:
-                z, y = z_sum / cnt, y_avg
-            z_sum[:], y_sum[:], cnt = 0.0, 0.0, 0
-            v = max(v_avg, v_last)
-            stalled = stalled + 1 if v <= best + STALL * max(1.0, abs(best)) else 0
-            if v > best:
-                best, best_y = v, y.copy()
-            if time.perf_counter() > deadline or best >= target or stalled >= 10:
-                break
-    return best_y * r, best, it
+    def __init__(self, f: Flat, budget: float):
+        from scipy.sparse import vstack
+
+        c = canonical_from_flat(f, budget)
+        self.lay = layout(c)
+        self.model = f1_model(c, self.lay)
+        a = self.model.a
+        self.up = np.flatnonzero(np.isfinite(self.model.hi))
+        self.dn = np.flatnonzero(np.isfinite(self.model.lo))
+        k = vstack([a[self.up], -a[self.dn]]).tocsr()
+        b = np.concatenate([self.model.hi[self.up], -self.model.lo[self.dn]])
+        self.pdhg = PDHG(k, b, -self.model.obj)
+
+    def duals(self, iters: int, deadline: float = np.inf, target: float = -np.inf) -> LPDuals:
+        """Run PDHG on to ``iters`` iterations in all (stopping early past ``deadline`` or once the bound is at most
+        ``target``); the best duals so far."""
+        self.pdhg.run(iters, deadline, -target)
+        y_ineq = self.pdhg.best_y
+        y = np.zeros(self.model.a.shape[0])
+        y[self.up] += y_ineq[: self.up.size]
+        y[self.dn] += y_ineq[self.up.size :]
+        return LPDuals(y, -self.pdhg.best, self.pdhg.iterations, self.model, self.lay)
 
 
 def lp_duals(f: Flat, budget: float, iters: int, deadline: float = np.inf, target: float = -np.inf) -> LPDuals:
-    """Approximate duals of the F1 LP relaxation of the group-free problem ``f`` (see the module docstring); the
-    method stops early once the bound they prove is at most ``target``."""
-    c = canonical_from_flat(f, budget)
-    lay = layout(c)
-    model = f1_model(c, lay)
-    a = model.a
-    up = np.flatnonzero(np.isfinite(model.hi))
-    dn = np.flatnonzero(np.isfinite(model.lo))
-    from scipy.sparse import vstack
-
-    k = vstack([a[up], -a[dn]]).tocsr()
-    b = np.concatenate([model.hi[up], -model.lo[dn]])
-    y_ineq, lower, it = pdhg_duals(k, b, -model.obj, iters, deadline, -target)
-    y = np.zeros(a.shape[0])
-    y[up] += y_ineq[: up.size]
-    y[dn] += y_ineq[up.size :]
-    return LPDuals(y, -lower, it, model, lay)
+    """Approximate duals of the F1 LP relaxation of the group-free problem ``f`` (see the module docstring) after
+    at most ``iters`` PDHG iterations; the method stops early once the bound they prove is at most ``target``."""
+    return F1Relaxation(f, budget).duals(iters, deadline, target)
 
 
 def multipliers_from_duals(f: Flat, d: LPDuals):

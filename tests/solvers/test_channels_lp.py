@@ -10,7 +10,7 @@ import pytest
 from combax.solvers import _channels_bnb as bnb
 from combax.solvers import channels
 from combax.solvers._channels_layout import flat
-from combax.solvers._channels_lp import lp_duals, pdhg_duals
+from combax.solvers._channels_lp import F1Relaxation, lp_duals, pdhg_duals
 from combax.solvers._channels_refs import lp_relaxation
 from tests.solvers.test_channels import enumerate_optimum, random_instance
 from tests.solvers.test_channels_budget import random_instance as chain_instance
@@ -50,6 +50,21 @@ def test_pdhg_stops_at_the_target():
     _, lower, it = pdhg_duals(k, np.array([2.0, 2.0]), np.array([-1.0, -1.0]), 5000, target=-2.0)
     assert lower >= -2.0
     assert it < 5000
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pdhg_continued_in_stages_equals_one_run(seed):
+    prob, _ = random_instance(np.random.default_rng(seed), integer=False)
+    c = prob._grouped()._c
+    f = flat(c)
+    staged = F1Relaxation(f, c["budget"])
+    first = staged.duals(300)
+    second = staged.duals(1000)
+    once = lp_duals(f, c["budget"], 1000)
+    assert first.bound >= second.bound
+    assert second.iterations == once.iterations
+    assert second.bound == once.bound
+    np.testing.assert_array_equal(second.y, once.y)
 
 
 def lp_root_bound(prob):
