@@ -257,7 +257,7 @@ def markdown(res: dict) -> str:
                 )
     for prev in res.get("latency_previous_runs", []):
         lines.append(
-            f"- Earlier run of the latency stages (same code path, other load on the machine): MAPE "
+            f"- Earlier run of the latency stages (same code path, another moment of the machine's load): MAPE "
             f"{prev['all_mape']:.2f} % (random networks {prev['random']['mape']:.2f} %); the latency stages were "
             "re-run with `--latency-only`."
         )
