@@ -335,13 +335,16 @@ class _Ctx:
         self.fill_m = np.stack([node.mlo, node.mhi])
         self.fill_n = np.stack([node.nlo, node.nhi])
 
-    def drop_wide_full_blocks(self, pn):
+    def drop_wide_full_blocks(self, pn) -> bool:
         """Drop the blocks with inner maps wider than BLOCK_NARROW that the root's profile ``pn`` keeps whole: their
-        DP step costs O(C^3) and, with the inner map whole, the count tables are nearly exact there."""
+        DP step costs O(C^3) and, with the inner map whole, the count tables are nearly exact there. Returns
+        whether any was dropped."""
         f = self.f
         keep = [t for t in self.blocks if f.widths[t - 1] <= BLOCK_NARROW or pn[t - 1] < f.widths[t - 1]]
-        if len(keep) < self.blocks.size:
-            self.set_blocks(np.array(keep, np.int64))
+        if len(keep) == self.blocks.size:
+            return False
+        self.set_blocks(np.array(keep, np.int64))
+        return True
 
     def block_tables(self, node: _Node) -> np.ndarray:
         """Fill the block tables of ``node`` and the inner-count ranges where they are filled; returns the DP's block
@@ -699,21 +702,22 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
                 lp_best = (ctx.RO, ctx.CO, ev)
             if not is_open(ev) or ctx.lp.pdhg.converged or time.perf_counter() > lp_end:
                 break
+        stale = False  # the tables in place are not ev's: restored multipliers are re-evaluated once, below
         if lp_best is not None and lp_best[2] is not ev:
             ctx.set_multipliers(lp_best[0], lp_best[1])
-            ev = ctx.evaluate(root)
+            ev, stale = lp_best[2], True
         if is_open(ev):  # the subgradient's multipliers, kept where they give the lower root bound
             lp_ro, lp_co, lp_ev = ctx.RO, ctx.CO, ev
             ctx.optimize_multipliers(root, inc, MU_ITERS, share_deadline(MU_SHARE))
             ctx.set_multipliers(ctx.RO, ctx.CO)
-            ev = ctx.evaluate(root)
+            ev, stale = ctx.evaluate(root), False
             if lp is not None and (ev is None or ev[0] >= lp_ev[0]):
                 ctx.set_multipliers(lp_ro, lp_co)
-                ev = ctx.evaluate(root)
+                ev, stale = lp_ev, True
             else:
                 lp_note = ""
-        if ctx.use_blocks and is_open(ev):
-            ctx.drop_wide_full_blocks(ev[1])
+        dropped = ctx.use_blocks and is_open(ev) and ctx.drop_wide_full_blocks(ev[1])
+        if dropped or stale:
             ev = ctx.evaluate(root)
     if ev is None:  # cannot happen when min resource <= budget; kept as a guard
         return BnBOutput(best[0], best[1], inc, inc, Status.OPTIMAL, 1, "root infeasible")
