@@ -506,6 +506,11 @@ class _Ctx:
         be = np.maximum(be, 0.0) * space.mbe
         return (*self.offsets(eq, al, be), d.bound)
 
+    @property
+    def lp_converged(self) -> bool:
+        """Whether the LP relaxation's first-order method has converged (no later stage would move its duals)."""
+        return self.lp is not None and self.lp.pdhg.converged
+
     def optimize_multipliers(self, node: _Node, target: float, max_iter: int, deadline: float):
         """Subgradient descent on Lagrangian decomposition multipliers at ``node`` (propagated); keeps the best.
 
@@ -700,7 +705,7 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
             lp_note = f", LP multipliers (LP bound {lp_bound:.9g})"
             if lp_best is None or not is_open(ev) or ev[0] < lp_best[2][0]:  # better duals need not bound better
                 lp_best = (ctx.RO, ctx.CO, ev)
-            if not is_open(ev) or ctx.lp.pdhg.converged or time.perf_counter() > lp_end:
+            if not is_open(ev) or ctx.lp_converged or time.perf_counter() > lp_end:
                 break
         stale = False  # the tables in place are not ev's: restored multipliers are re-evaluated once, below
         if lp_best is not None and lp_best[2] is not ev:
