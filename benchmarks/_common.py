@@ -1,5 +1,6 @@
-"""Shared by the benchmarks: numba first-call timing in a fresh interpreter (not a benchmark itself)."""
+"""Shared by the benchmarks: numba first-call timing in a fresh interpreter, and writing results."""
 
+import json
 import os
 import subprocess
 import sys
@@ -26,3 +27,11 @@ def compile_times(snippet: str, results: dict, bar=None) -> None:
     results["numba_first_call_warm_cache_s"] = first_call_seconds(snippet)
     if bar is not None:
         bar.update()
+
+
+def write_results(out_dir, name: str, result: dict, md: str) -> None:
+    """Write ``<name>.json`` (``result``) and ``<name>.md`` (``md``) under ``out_dir`` and print the table."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / f"{name}.md").write_text(md)
+    print(md)

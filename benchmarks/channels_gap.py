@@ -19,7 +19,6 @@ Writes benchmarks/results/channels_gap.json and .md. Run from the repository roo
 ``python benchmarks/channels_gap.py``.
 """
 
-import json
 import os
 import platform
 import sys
@@ -32,6 +31,8 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _common import write_results  # noqa: E402
 
 from combax.solvers import channels  # noqa: E402
 from combax.solvers._channels_bnb import LP_STAGES, _Ctx  # noqa: E402
@@ -314,11 +315,7 @@ def main() -> int:
         "instances": [diagnose(r) for r in tqdm(RATIOS, desc="channels gap")],
     }
     result["seconds"] = time.perf_counter() - t0
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "channels_gap.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = markdown(result)
-    (OUT / "channels_gap.md").write_text(md)
-    print(md)
+    write_results(OUT, "channels_gap", result, markdown(result))
     return 0
 
 

@@ -14,7 +14,6 @@ Writes benchmarks/results/channels_window.json and .md. Run from the repository 
 ``python benchmarks/channels_window.py``.
 """
 
-import json
 import os
 import platform
 import sys
@@ -26,6 +25,8 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _common import write_results  # noqa: E402
 
 from combax.solvers import channels  # noqa: E402
 from combax.solvers._channels_layout import f1_model, layout  # noqa: E402
@@ -156,11 +157,7 @@ def main() -> int:
         for ratio in RATIOS:
             bar.set_postfix_str(f"{ratio:.0%}")
             result["instances"].append(window_search(ratio, bar))
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "channels_window.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = markdown(result)
-    (OUT / "channels_window.md").write_text(md)
-    print(md)
+    write_results(OUT, "channels_window", result, markdown(result))
     return 0
 
 
