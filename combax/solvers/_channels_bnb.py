@@ -58,8 +58,10 @@ multiplier gives a valid bound, so the start only changes the number of DPs.
 
 Incumbents: the original greedy (alternating top-k, then ratio fill) at the root, improved by local search
 (:mod:`combax.solvers._channels_local`: swaps, ratio fill, drop-and-fill), the prefix-ranking count DP
-(:mod:`combax.solvers._channels_prefix`: every count re-optimised at once over channel rankings) and an iterated
-local search (random swaps on plain maps, then local search); at every node, alternating top-k on the DP's
+(:mod:`combax.solvers._channels_prefix`: every count re-optimised at once over channel rankings), an iterated
+local search (random swaps on plain maps, then local search) and, once the multipliers are chosen, a window search
+(`_window_search`: every WINDOW consecutive maps re-optimised by this search with the other maps fixed to the
+incumbent, at most WINDOW_NODES nodes each, while it improves); at every node, alternating top-k on the DP's
 budget-feasible count profile, then ratio fill, then (every ``LS_EVERY``-th node) local search; and every node
 whose binaries are all fixed.
 
@@ -137,6 +139,10 @@ BUDGET_DP = True  # also bound nodes by the budget-exact count DP (`_channels_bu
 BUDGET_UNITS = 2000  # resource units of that DP (at most) ...
 BUDGET_WORK = 4_000_000  # ... and at most this many (count pair x unit) steps per node
 BUDGET_MIN_UNITS = 50  # no budget-exact DP with fewer units
+WINDOW = 3  # maps per window of the root's window search (`_window_search`; 0: off) ...
+WINDOW_NODES = 400  # ... nodes per window at most ...
+WINDOW_SWEEPS = 3  # ... sweeps over the windows at most ...
+WINDOW_SHARE = 0.2  # ... and at most this share of the time limit
 BLOCK_CACHE_MB = 512  # block tables kept (least recently used dropped); each (C_s + 1)(C_i + 1)(C_t + 1) floats
 
 
@@ -726,16 +732,12 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
             ev = ctx.evaluate(root)
     if ev is None:  # cannot happen when min resource <= budget; kept as a guard
         return BnBOutput(best[0], best[1], inc, inc, Status.OPTIMAL, 1, "root infeasible")
-    if REDUCE_GAP > 0 and is_open(ev) and ctx.reduce_counts(root, inc):
-        ctx.restrict_block_fill(root)
-        ev = ctx.evaluate(root)
-        if ev is None:  # no count range holds a better solution: the incumbent is optimal
-            return BnBOutput(best[0], best[1], inc, inc, Status.OPTIMAL, 1, "root: every count range cut off")
-    heap = []
     counter = 0
-    n_nodes = 0
 
-    def push(node, ev):
+    def closed(bound):  # no better solution below this bound
+        return bound <= inc + TOL * max(1.0, abs(inc))
+
+    def push(heap, node, ev):  # a leaf's selection is a candidate; else the heuristic runs, then the open node is kept
         nonlocal counter
         bound, pn, pm, ubk = ev
         leaf = _leaf_solution(node)
@@ -743,12 +745,24 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
             try_incumbent(*leaf)
             return
         a = heuristic(node, pn, pm)
-        if bound <= inc + TOL * max(1.0, abs(inc)):
+        if closed(bound):
             return
         heapq.heappush(heap, (-bound, counter, node, pn, pm, ubk, a))
         counter += 1
 
-    push(root, ev)
+    window_note = ""
+    if WINDOW > 0 and m > WINDOW and is_open(ev):
+        before = inc
+        n_window, sweeps = _window_search(ctx, lambda: best, closed, push, share_deadline(WINDOW_SHARE))
+        window_note = f", window search: {n_window} nodes, {sweeps} sweeps, {inc - before:+.6g}"
+        ev = ctx.evaluate(root)  # the root's tables back in place (`reduce_counts` reads them)
+    if REDUCE_GAP > 0 and is_open(ev) and ctx.reduce_counts(root, inc):
+        ctx.restrict_block_fill(root)
+        ev = ctx.evaluate(root)
+        if ev is None:  # no count range holds a better solution: the incumbent is optimal
+            return BnBOutput(best[0], best[1], inc, inc, Status.OPTIMAL, 1, "root: every count range cut off")
+    heap = []
+    push(heap, root, ev)
     n_nodes = 1
     status = Status.OPTIMAL
     bar = None
@@ -759,7 +773,7 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
     last = time.perf_counter()
     while heap:
         top = min(-heap[0][0], lp_bound)
-        if top <= inc + TOL * max(1.0, abs(inc)) or top - inc <= rel_gap * abs(top):
+        if closed(top) or top - inc <= rel_gap * abs(top):
             break
         if time_limit is not None and time.perf_counter() - t0 >= time_limit:
             status = Status.TIME_LIMIT
@@ -773,13 +787,14 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
             ev = ctx.evaluate(child)
             if (
                 ev is not None
-                and inc + TOL * max(1.0, abs(inc)) < ev[0] <= inc + REDUCE_GAP * abs(inc)
+                and not closed(ev[0])
+                and ev[0] <= inc + REDUCE_GAP * abs(inc)
                 and ctx.n_probes <= REDUCE_PER_NODE * n_nodes
                 and ctx.reduce_counts(child, inc)
             ):
                 ev = ctx.evaluate(child)
-            if ev is not None and ev[0] > inc + TOL * max(1.0, abs(inc)):
-                push(child, ev)
+            if ev is not None and not closed(ev[0]):
+                push(heap, child, ev)
         if bar is not None and time.perf_counter() - last > 0.5:
             last = time.perf_counter()
             ub = max(inc, min(-heap[0][0], lp_bound)) if heap else inc
@@ -790,8 +805,49 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
         bar.n = n_nodes
         bar.close()
     bound = max(inc, min(-heap[0][0], lp_bound)) if heap else inc  # stopped by a limit or rel_gap: the best open
-    msg = f"{n_nodes} nodes, incumbent {inc:.9g}, bound {bound:.9g}, {ctx.n_budget_dp} budget-exact DPs{lp_note}"
+    msg = f"{n_nodes} nodes, incumbent {inc:.9g}, bound {bound:.9g}, {ctx.n_budget_dp} budget-exact DPs{lp_note}{window_note}"
     return BnBOutput(best[0], best[1], inc, float(bound), status, n_nodes, msg)
+
+
+def _window_search(ctx: _Ctx, get_best, closed, push, deadline):
+    """Re-optimise windows of WINDOW consecutive maps around the incumbent ``get_best()``: every other map's channels
+    fixed to the incumbent's, each window searched best-first with the B&B's own bound, branching and node heuristics
+    (``push``), at most WINDOW_NODES nodes; sweeps over the windows (maps 1-3, 2-4, ...) repeat while one improves
+    the incumbent, at most WINDOW_SWEEPS, until ``deadline``. A primal heuristic (large-neighbourhood search): on
+    ResNet-20 at 30 % FLOPs (60 s limit) the windows lift the incumbent from 322.0587, where the main search left it
+    in 60 s, to 322.1291. Every window gets an equal share of the time left. Returns (nodes evaluated, sweeps)."""
+    f, m = ctx.f, ctx.m
+    n, sweeps = 0, 0
+    while sweeps < WINDOW_SWEEPS and time.perf_counter() < deadline:
+        sweeps += 1
+        start = get_best()
+        for first in range(1, m - WINDOW + 2):
+            now = time.perf_counter()
+            if now > deadline:
+                break
+            window_end = now + (deadline - now) / (m - WINDOW + 2 - first)  # the time left, shared by the windows left
+            node = ctx.root()
+            U, V = get_best()
+            for t in range(1, m + 1):
+                if not first <= t < first + WINDOW:
+                    node.FU[t, : f.widths[t]] = U[t, : f.widths[t]]
+                    node.FV[t, : f.widths[t]] = V[t, : f.widths[t]]
+            heap = []
+            ev = ctx.evaluate(node)
+            n += 1
+            if ev is not None and not closed(ev[0]):
+                push(heap, node, ev)
+            cap = n + WINDOW_NODES
+            while heap and n < cap and time.perf_counter() < window_end and not closed(-heap[0][0]):
+                _, _, node, pn, pm, ubk, a = heapq.heappop(heap)
+                for child in _branch(ctx, node, pn, pm, ubk, a):
+                    n += 1
+                    ev = ctx.evaluate(child)
+                    if ev is not None and not closed(ev[0]):
+                        push(heap, child, ev)
+        if get_best() is start:
+            break
+    return n, sweeps
 
 
 def _branch(ctx: _Ctx, node: _Node, pn, pm, ubk, act):
