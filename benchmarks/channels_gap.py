@@ -144,13 +144,12 @@ def diagnose(ratio: float) -> dict:
         RO, CO, lp_pdhg = ctx.lp_multipliers(iters, np.inf, -np.inf)
         lp_pdhg_s += time.perf_counter() - t0
         ctx.set_multipliers(RO, CO)
-        root = float(ctx.evaluate(node)[0])
-        stages.append({"iterations": iters, "pdhg_bound": float(lp_pdhg), "root_bound": root})
-        if lp_best is None or root < lp_best[2]:
-            lp_best = (RO, CO, root)
+        ev = ctx.evaluate(node)
+        stages.append({"iterations": iters, "pdhg_bound": float(lp_pdhg), "root_bound": float(ev[0])})
+        if lp_best is None or ev[0] < lp_best[2][0]:
+            lp_best = (RO, CO, ev)
     ctx.set_multipliers(lp_best[0], lp_best[1])
-    ev = ctx.evaluate(node)
-    ctx.drop_wide_full_blocks(ev[1])
+    ctx.drop_wide_full_blocks(lp_best[2][1])  # by the kept stage's profile
     with_lp = float(ctx.evaluate(node)[0])
     return {
         "flops_ratio": ratio,

@@ -30,7 +30,7 @@ from _common import write_results  # noqa: E402
 
 from combax.solvers import channels  # noqa: E402
 from combax.solvers._channels_layout import f1_model, layout  # noqa: E402
-from combax.solvers._channels_refs import _masks_from_bits  # noqa: E402
+from combax.solvers._channels_refs import _masks_from_bits, hint_bits  # noqa: E402
 
 SEED = 0
 RATIOS = (0.3, 0.5, 0.7)
@@ -39,16 +39,6 @@ WINDOW = 3
 ROUNDS = 4
 WINDOW_LIMIT = 60.0  # HiGHS time limit per window (every window of this run finished far below it)
 OUT = ROOT / "benchmarks" / "results"
-
-
-def incumbent_bits(c, lay, sol) -> np.ndarray:
-    """The F1 layout's binaries of a solution (masks in the user's conv order)."""
-    x = np.zeros(lay.n)
-    for t in range(1, len(c["widths"])):
-        x[lay.uvar[t]] = np.asarray(sol.keep_out[c["order"][t - 1]], float)
-        vv = lay.vvar[t]
-        x[vv[vv >= 0]] = np.asarray(sol.keep[t], float)[vv >= 0]
-    return x
 
 
 def window_search(ratio: float, bar) -> dict:
@@ -60,7 +50,8 @@ def window_search(ratio: float, bar) -> dict:
     model = f1_model(c, lay)
     n, p, m = lay.n, len(model.pu), len(c["widths"]) - 1
     sol = channels.solve(prob, "bnb", time_limit=BNB_LIMIT, rel_gap=1e-6)
-    x = incumbent_bits(c, lay, sol)
+    u = [None] + [sol.keep_out[c["order"][t - 1]] for t in range(1, m + 1)]
+    x = hint_bits(c, u, sol.keep).astype(float)  # the F1 layout's binaries of the incumbent
     inc = float(model.lin_obj @ x + model.obj[n:] @ (x[model.pu] * x[model.pv]))
     if abs(inc - sol.objective) > 1e-6 * max(1.0, abs(inc)):
         raise RuntimeError(f"incumbent's F1 value {inc} differs from the B&B's objective {sol.objective}")
