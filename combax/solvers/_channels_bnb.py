@@ -805,7 +805,8 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
         bar.n = n_nodes
         bar.close()
     bound = max(inc, min(-heap[0][0], lp_bound)) if heap else inc  # stopped by a limit or rel_gap: the best open
-    msg = f"{n_nodes} nodes, incumbent {inc:.9g}, bound {bound:.9g}, {ctx.n_budget_dp} budget-exact DPs{lp_note}{window_note}"
+    msg = f"{n_nodes} nodes, incumbent {inc:.9g}, bound {bound:.9g}, {ctx.n_budget_dp} budget-exact DPs"
+    msg += lp_note + window_note
     return BnBOutput(best[0], best[1], inc, float(bound), status, n_nodes, msg)
 
 

@@ -24,7 +24,8 @@ class ChannelResult:
     gap : float, (bound - objective) / max(|bound|, 1e-12); 0 when optimal, nan without a bound or solution.
     status : Status, "optimal", "infeasible", "time_limit" or "node_limit".
     seconds : float, wall time of the solve.
-    n_nodes : int, branch-and-bound nodes explored (0 for methods that do not branch or do not say).
+    n_nodes : int, branch-and-bound nodes explored (0 for methods that do not branch or do not say); for "bnb" the main
+        search tree's (the nodes of its window search at the root are counted in ``message``).
     method : str, the method used.
     message : str, a human-readable summary (for "infeasible": the minimum resource).
     budget : float, the budget B.

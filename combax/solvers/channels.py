@@ -98,7 +98,7 @@ def solve(
     time_limit : seconds, or None for no limit. On expiry the best solution found is returned with status
         ``"time_limit"`` and the proven ``bound`` and ``gap``.
     rel_gap : stop when (bound - objective) / bound <= rel_gap (status "optimal" means within ``rel_gap``).
-    node_limit : ("bnb" only) stop after this many nodes with status ``"node_limit"``.
+    node_limit : ("bnb" only) stop after this many nodes of the main search tree with status ``"node_limit"``.
     verbose : ("bnb" only) show a progress bar with the incumbent, bound and gap.
 
     Returns
