@@ -31,6 +31,8 @@ from _common import write_results  # noqa: E402
 from combax.solvers import channels  # noqa: E402
 from combax.solvers._channels_layout import f1_model, layout  # noqa: E402
 from combax.solvers._channels_refs import _masks_from_bits, hint_bits  # noqa: E402
+from combax.solvers._channels_result import make_result  # noqa: E402
+from combax.solvers._status import Status  # noqa: E402
 
 SEED = 0
 RATIOS = (0.3, 0.5, 0.7)
@@ -80,14 +82,10 @@ def window_search(ratio: float, bar) -> dict:
                 inc, x, improved = float(-res.fun), np.round(res.x[:n]), True
         if not improved:
             break
-    # the window incumbent, checked as any user's selection: masks from the binaries, evaluated by the problem
-    u, v = _masks_from_bits(c, lay, x)
-    keep_out = [None] * m
-    for k in range(m):
-        keep_out[c["order"][k]] = u[k + 1]
-    check = prob.evaluate(keep_out, v)
-    if check.violations or check.resource > prob.budget or abs(check.objective - inc) > 1e-6 * max(1.0, abs(inc)):
-        raise RuntimeError(f"window incumbent at {ratio:.0%} fails its check: {check}")
+    # the window incumbent, checked as any solver's selection: `make_result` raises on a broken invariant or budget
+    check = make_result(prob, *_masks_from_bits(c, lay, x), Status.TIME_LIMIT, np.nan, 0.0, 0, "window search")
+    if abs(check.objective - inc) > 1e-6 * max(1.0, abs(inc)):
+        raise RuntimeError(f"window incumbent at {ratio:.0%}: objective {check.objective}, F1 value {inc}")
     return {
         "flops_ratio": ratio,
         "budget": float(prob.budget),

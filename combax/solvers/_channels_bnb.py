@@ -665,8 +665,11 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
     lp_note = ""
     lp_bound = np.inf
 
-    def is_open(e):  # the node's bound is above the incumbent
-        return e is not None and min(e[0], lp_bound) > inc + TOL * max(1.0, abs(inc))
+    def closed(bound):  # no better solution below this bound
+        return bound <= inc + TOL * max(1.0, abs(inc))
+
+    def is_open(e):  # the node's bound (capped by the LP's) is above the incumbent
+        return e is not None and not closed(min(e[0], lp_bound))
 
     def share_deadline(share):  # the time after `share` of the time limit from now
         return time.perf_counter() + (share * time_limit if time_limit is not None else np.inf)
@@ -733,9 +736,6 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
     if ev is None:  # cannot happen when min resource <= budget; kept as a guard
         return BnBOutput(best[0], best[1], inc, inc, Status.OPTIMAL, 1, "root infeasible")
     counter = 0
-
-    def closed(bound):  # no better solution below this bound
-        return bound <= inc + TOL * max(1.0, abs(inc))
 
     def push(heap, node, ev):  # a leaf's selection is a candidate; else the heuristic runs, then the open node is kept
         nonlocal counter
