@@ -606,6 +606,12 @@ def _leaf_solution(node: _Node):
 def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, node_limit=None, verbose=False, t0=None):
     """Run the search; see the module docstring. Needs min resource <= budget < full resource."""
     t0 = time.perf_counter() if t0 is None else t0
+    deadline = t0 + time_limit if time_limit is not None else np.inf
+    bar = None
+    if verbose:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="channels bnb", unit="node")
     ctx = _Ctx(f, budget)
     m = ctx.m
     # incumbent: the original greedy
@@ -652,29 +658,56 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
             return a
         return None
 
+    def time_left():
+        return time.perf_counter() < deadline
+
+    def share_deadline(share):  # the time after `share` of the time limit from now, at most the limit
+        return min(deadline, time.perf_counter() + share * time_limit) if time_limit is not None else np.inf
+
+    def stage(name, bound=np.inf):  # the root's stages on the progress bar
+        if bar is not None:
+            bar.set_description_str(f"channels bnb ({name})")
+            show(min(bound, cap))
+
+    def show(bound):
+        ub = max(inc, bound)
+        gap = (ub - inc) / max(abs(ub), 1e-12) if np.isfinite(ub) else np.inf
+        bar.set_postfix(incumbent=f"{inc:.6g}", bound=f"{ub:.6g}", gap=f"{gap:.2e}")
+        bar.refresh()
+
+    cap = np.inf  # the least bound of the whole problem found at the root (the LP's, the root's): caps every node's
+    stage("root local search")
     U2, V2 = U.copy(), V.copy()
     local_search(U2, V2, 1000, ROOT_DROPS)
     try_incumbent(U2, V2)
-    share = PREFIX_SHARE * time_limit if time_limit is not None else None
-    try_incumbent(*improve_by_prefix_dp(f, budget, best[0], best[1], time_limit=share)[:2])
+    if time_left():
+        stage("root prefix DP")
+        share = min(PREFIX_SHARE * time_limit, deadline - time.perf_counter()) if time_limit is not None else None
+        try_incumbent(*improve_by_prefix_dp(f, budget, best[0], best[1], time_limit=share)[:2])
     # iterated local search: perturb the incumbent by random swaps on maps that are neither residual targets nor
     # shortcut sources (there every swap keeps the selection valid and the resource unchanged), then local search
     free_maps = [t for t in range(1, m + 1) if f.res_kind[t] == 0 and not np.any(f.res_src == t) and f.widths[t] > 1]
     root = ctx.root()
-    ev = ctx.evaluate(root)
+
+    def evaluate_root():
+        nonlocal cap
+        e = ctx.evaluate(root)
+        if e is not None:
+            cap = min(cap, e[0])
+        return e
+
+    ev = evaluate_root()
+    fresh = True  # the tables in place are ev's (`reduce_counts` reads them)
     lp_note = ""
-    lp_bound = np.inf
 
     def closed(bound):  # no better solution below this bound
         return bound <= inc + TOL * max(1.0, abs(inc))
 
-    def is_open(e):  # the node's bound (capped by the LP's) is above the incumbent
-        return e is not None and not closed(min(e[0], lp_bound))
+    def is_open(e):  # the node's bound (capped) is above the incumbent
+        return e is not None and not closed(min(e[0], cap))
 
-    def share_deadline(share):  # the time after `share` of the time limit from now
-        return time.perf_counter() + (share * time_limit if time_limit is not None else np.inf)
-
-    if free_maps and is_open(ev):
+    if free_maps and is_open(ev) and time_left():
+        stage("root iterated local search", ev[0])
         rng = np.random.default_rng(0)
         ils_end = share_deadline(ILS_SHARE)
         fails = 0
@@ -699,42 +732,44 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
             local_search(U2, V2, 1000, LS_DROPS)
             try_incumbent(U2, V2)
             fails = 0 if inc > before else fails + 1
-    if is_open(ev):
+    if is_open(ev) and time_left():
+        stage("root LP multipliers", ev[0])
         ctx.use_blocks = BLOCKS and ctx.blocks.size > 0
         ctx.part_target = best[0].copy()
-        lp = lp_best = None
+        lp = None
+        lp_best = (ctx.RO, ctx.CO, ev)  # the multipliers with the lowest root bound so far: none (zero) ...
         lp_end = share_deadline(LP_SHARE)
         for iters in LP_STAGES if LP_MULTIPLIERS else ():  # the PDHG runs on between stages while the root is open
+            if not time_left():
+                break
             lp = ctx.lp_multipliers(iters, lp_end, inc)
             if lp is None:
                 break
-            lp_bound = min(lp_bound, lp[2])  # a bound of the whole problem: caps every node's
+            cap = min(cap, lp[2])
             ctx.set_multipliers(lp[0], lp[1])
-            ev = ctx.evaluate(root)
-            lp_note = f", LP multipliers (LP bound {lp_bound:.9g})"
-            if lp_best is None or not is_open(ev) or ev[0] < lp_best[2][0]:  # better duals need not bound better
+            ev = evaluate_root()
+            if not is_open(ev) or ev[0] < lp_best[2][0]:  # ... or an LP stage's (better duals need not bound better)
                 lp_best = (ctx.RO, ctx.CO, ev)
+                lp_note = f", LP multipliers (LP bound {lp[2]:.9g})"
             if not is_open(ev) or ctx.lp_converged or time.perf_counter() > lp_end:
                 break
-        stale = False  # the tables in place are not ev's: restored multipliers are re-evaluated once, below
-        if lp_best is not None and lp_best[2] is not ev:
+        fresh = lp_best[2] is ev
+        if not fresh:  # restored multipliers keep their saved evaluation
             ctx.set_multipliers(lp_best[0], lp_best[1])
-            ev, stale = lp_best[2], True
-        if is_open(ev):  # the subgradient's multipliers, kept where they give the lower root bound
+            ev = lp_best[2]
+        if is_open(ev) and time_left():  # the subgradient's multipliers, kept where they give the lower root bound
+            stage("root subgradient", ev[0])
             lp_ro, lp_co, lp_ev = ctx.RO, ctx.CO, ev
             ctx.optimize_multipliers(root, inc, MU_ITERS, share_deadline(MU_SHARE))
             ctx.set_multipliers(ctx.RO, ctx.CO)
-            ev, stale = ctx.evaluate(root), False
-            if lp is not None and (ev is None or ev[0] >= lp_ev[0]):
+            ev, fresh = evaluate_root(), True
+            if ev is None or ev[0] >= lp_ev[0]:
                 ctx.set_multipliers(lp_ro, lp_co)
-                ev, stale = lp_ev, True
+                ev, fresh = lp_ev, False
             else:
                 lp_note = ""
-        dropped = ctx.use_blocks and is_open(ev) and ctx.drop_wide_full_blocks(ev[1])
-        if dropped or stale:
-            ev = ctx.evaluate(root)
-    if ev is None:  # cannot happen when min resource <= budget; kept as a guard
-        return BnBOutput(best[0], best[1], inc, inc, Status.OPTIMAL, 1, "root infeasible")
+        if ctx.use_blocks and is_open(ev) and ctx.drop_wide_full_blocks(ev[1]):
+            fresh = False  # ev stays a valid bound (blocks only tighten); the root is re-evaluated for the reduction
     counter = 0
 
     def push(heap, node, ev):  # a leaf's selection is a candidate; else the heuristic runs, then the open node is kept
@@ -751,31 +786,39 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
         counter += 1
 
     window_note = ""
-    if WINDOW > 0 and m > WINDOW and is_open(ev):
+    if WINDOW > 0 and m > WINDOW and is_open(ev) and time_left():
+        stage("root window search", ev[0])
         before = inc
         n_window, sweeps = _window_search(ctx, lambda: best, closed, push, share_deadline(WINDOW_SHARE))
         window_note = f", window search: {n_window} nodes, {sweeps} sweeps, {inc - before:+.6g}"
-        ev = ctx.evaluate(root)  # the root's tables back in place (`reduce_counts` reads them)
-    if REDUCE_GAP > 0 and is_open(ev) and ctx.reduce_counts(root, inc):
-        ctx.restrict_block_fill(root)
-        ev = ctx.evaluate(root)
-        if ev is None:  # no count range holds a better solution: the incumbent is optimal
-            return BnBOutput(best[0], best[1], inc, inc, Status.OPTIMAL, 1, "root: every count range cut off")
+        fresh = False
+    if REDUCE_GAP > 0 and is_open(ev) and time_left():
+        stage("root count reduction", ev[0])
+        if not fresh:
+            ev = evaluate_root()
+        if is_open(ev) and ctx.reduce_counts(root, inc):
+            ctx.restrict_block_fill(root)
+            ev = evaluate_root()
+            if ev is None:  # no count range holds a better solution: the incumbent is optimal
+                if bar is not None:
+                    bar.close()
+                return BnBOutput(best[0], best[1], inc, inc, Status.OPTIMAL, 1, "root: every count range cut off")
+    if ev is None:  # cannot happen when min resource <= budget; kept as a guard
+        if bar is not None:
+            bar.close()
+        return BnBOutput(best[0], best[1], inc, inc, Status.OPTIMAL, 1, "root infeasible")
     heap = []
     push(heap, root, ev)
     n_nodes = 1
     status = Status.OPTIMAL
-    bar = None
-    if verbose:
-        from tqdm import tqdm
-
-        bar = tqdm(desc="channels bnb", unit="node")
+    if bar is not None:
+        bar.set_description_str("channels bnb")
     last = time.perf_counter()
     while heap:
-        top = min(-heap[0][0], lp_bound)
+        top = min(-heap[0][0], cap)
         if closed(top) or top - inc <= rel_gap * abs(top):
             break
-        if time_limit is not None and time.perf_counter() - t0 >= time_limit:
+        if not time_left():
             status = Status.TIME_LIMIT
             break
         if node_limit is not None and n_nodes >= node_limit:
@@ -797,14 +840,13 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
                 push(heap, child, ev)
         if bar is not None and time.perf_counter() - last > 0.5:
             last = time.perf_counter()
-            ub = max(inc, min(-heap[0][0], lp_bound)) if heap else inc
-            bar.set_postfix(incumbent=f"{inc:.6g}", bound=f"{ub:.6g}", gap=f"{(ub - inc) / max(abs(ub), 1e-12):.2e}")
             bar.n = n_nodes
-            bar.refresh()
+            show(min(-heap[0][0], cap) if heap else inc)
+    bound = max(inc, min(-heap[0][0], cap)) if heap else inc  # stopped by a limit or rel_gap: the best open
     if bar is not None:
         bar.n = n_nodes
+        show(bound)
         bar.close()
-    bound = max(inc, min(-heap[0][0], lp_bound)) if heap else inc  # stopped by a limit or rel_gap: the best open
     msg = f"{n_nodes} nodes, incumbent {inc:.9g}, bound {bound:.9g}, {ctx.n_budget_dp} budget-exact DPs"
     msg += lp_note + window_note
     return BnBOutput(best[0], best[1], inc, float(bound), status, n_nodes, msg)

@@ -728,3 +728,23 @@ def test_builders_validate():
     assert v.n_maps == 3 and v.n_binaries == 10
     sol = channels.solve(v)
     assert close(sol.objective, channels.brute_force(v).objective)
+
+
+def test_bnb_stops_its_root_stages_at_the_time_limit():
+    # the root's stages (LP multipliers, subgradient, window search, count reduction) start only while time is left:
+    # a limit shorter than the incumbent heuristics skips them all and returns the plain root bound, still valid
+    prob = channels.resnet_cifar(20, 0, ratio=0.5)
+    sol = channels.solve(prob, "bnb", time_limit=0.01)
+    assert sol.status == "time_limit" and sol.n_nodes == 1
+    assert "LP multipliers" not in sol.message and "window search" not in sol.message
+    assert prob.evaluate(sol.keep_out, sol.keep).feasible
+    assert sol.bound >= sol.objective and sol.bound <= channels.solve(prob, "greedy").bound + 1e-9
+
+
+def test_bnb_verbose_shows_the_root_stages_and_the_search(capsys):
+    prob = channels.resnet_cifar(8, 0, ratio=0.5)
+    sol = channels.solve(prob, "bnb", time_limit=30, verbose=True)
+    err = capsys.readouterr().err
+    for stage in ("root local search", "root prefix DP", "root LP multipliers"):
+        assert f"channels bnb ({stage})" in err
+    assert f"incumbent={sol.objective:.6g}" in err.replace("\r", "\n").splitlines()[-1]
