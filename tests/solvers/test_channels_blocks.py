@@ -177,9 +177,11 @@ def test_root_bound_with_blocks_is_valid_and_no_looser(seed):
 @pytest.mark.parametrize("seed", range(4))
 def test_bnb_with_inexact_block_tables_matches_brute_force(seed, monkeypatch):
     # force the wide-map path on tiny maps: exact tables only near full inner width, parts of 2 channels elsewhere
+    # at the root and of 1 below it
     monkeypatch.setattr(bnb, "BLOCK_ALL", 2)
     monkeypatch.setattr(bnb, "BLOCK_NEAR", 3)
     monkeypatch.setattr(bnb, "BLOCK_PART", 2)
+    monkeypatch.setattr(bnb, "NODE_PART", 1)
     calls = []
     split = bnb._ub_block_split_kernel
     monkeypatch.setattr(bnb, "_ub_block_split_kernel", lambda *a: calls.append(1) or split(*a))
