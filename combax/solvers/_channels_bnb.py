@@ -37,11 +37,12 @@ Bound of a node (valid for every completion):
    that make the table exact at the root incumbent's inner set). Smaller parts give looser tables for 2^(16 - 10)
    times fewer sets per part: on ResNet-20 the parts' tables took a third of the search's time at 16 channels, and
    with 10 below the root the 60 s search evaluates ~5,700 nodes instead of ~3,500 at 50 % FLOPs (gap 4.15e-4 ->
-   3.86e-4) while the root bound, which sets the final bound at 30 %, keeps its 16-channel parts. Both convs share the inner set, where the count tables let each row choose its own. The
-   DP steps over the block from its input's count to its output's count, taking the smaller of the block table and
-   the two count tables at every entry. A block table depends only on the fixings of its three maps, so it is cached
-   and reused by every node with the same fixings; it is filled only over the root's input and output count ranges
-   (after the root's reductions), which hold every node's.
+   3.86e-4) while the root bound, which sets the final bound at 30 %, keeps its 16-channel parts. Both convs share
+   the inner set, where the count tables let each row choose its own. The DP steps over the block from its input's
+   count to its output's count, taking the smaller of the block table and the two count tables at every entry. A
+   block table depends only on the fixings of its three maps, so it is cached and reused by every node with the same
+   fixings; it is filled only over the root's input and output count ranges (after the root's reductions), which
+   hold every node's.
 
 6. Budget-exact count DP (:mod:`combax.solvers._channels_budget`): the Lagrangian in 2. can exceed the budget-
    constrained maximum of the tables by its budget term lam (B - cost) at the profile. Where the profile's tables
@@ -680,6 +681,13 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
         bar.set_postfix(incumbent=f"{inc:.6g}", bound=f"{ub:.6g}", gap=f"{gap:.2e}")
         bar.refresh()
 
+    def finish(out: BnBOutput) -> BnBOutput:
+        if bar is not None:
+            bar.n = out.n_nodes
+            show(out.bound)
+            bar.close()
+        return out
+
     cap = np.inf  # the least bound of the whole problem found at the root (the LP's, the root's): caps every node's
     stage("root local search")
     U2, V2 = U.copy(), V.copy()
@@ -807,13 +815,11 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
             ctx.restrict_block_fill(root)
             ev = evaluate_root()
             if ev is None:  # no count range holds a better solution: the incumbent is optimal
-                if bar is not None:
-                    bar.close()
-                return BnBOutput(best[0], best[1], inc, inc, Status.OPTIMAL, 1, "root: every count range cut off")
+                return finish(
+                    BnBOutput(best[0], best[1], inc, inc, Status.OPTIMAL, 1, "root: every count range cut off")
+                )
     if ev is None:  # cannot happen when min resource <= budget; kept as a guard
-        if bar is not None:
-            bar.close()
-        return BnBOutput(best[0], best[1], inc, inc, Status.OPTIMAL, 1, "root infeasible")
+        return finish(BnBOutput(best[0], best[1], inc, inc, Status.OPTIMAL, 1, "root infeasible"))
     ctx.parts = NODE_PART
     heap = []
     push(heap, root, ev)
@@ -851,13 +857,9 @@ def branch_and_bound(f: Flat, budget: float, *, time_limit=None, rel_gap=0.0, no
             bar.n = n_nodes
             show(min(-heap[0][0], cap) if heap else inc)
     bound = max(inc, min(-heap[0][0], cap)) if heap else inc  # stopped by a limit or rel_gap: the best open
-    if bar is not None:
-        bar.n = n_nodes
-        show(bound)
-        bar.close()
     msg = f"{n_nodes} nodes, incumbent {inc:.9g}, bound {bound:.9g}, {ctx.n_budget_dp} budget-exact DPs"
     msg += lp_note + window_note
-    return BnBOutput(best[0], best[1], inc, float(bound), status, n_nodes, msg)
+    return finish(BnBOutput(best[0], best[1], inc, float(bound), status, n_nodes, msg))
 
 
 def _window_search(ctx: _Ctx, get_best, closed, push, deadline):
