@@ -204,6 +204,7 @@ def fit_quadratic(n_in, n_out, t, *, model: str = "M6") -> LayerFit:
     lower = np.r_[-np.inf, np.zeros(a.shape[1] - 1)]
     sol = lsq_linear(a / scale, t, bounds=(lower, np.full(a.shape[1], np.inf)), method="bvls")
     x = sol.x / scale
+    x[1:] = np.maximum(x[1:], 0.0)  # BVLS may end a round-off outside its bound (-1e-23); the solver needs >= 0
     coef = np.zeros(4)
     for s, val in zip(slots, x):
         coef[s] = val
