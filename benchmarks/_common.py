@@ -1,10 +1,21 @@
-"""Shared by the benchmarks: numba first-call timing in a fresh interpreter, and writing results."""
+"""Shared by the benchmarks: numba first-call timing in a fresh interpreter, writing results, and notes."""
 
 import json
 import os
 import subprocess
 import sys
 import tempfile
+
+
+def bnb_nodes_note() -> str:
+    """What the channel B&B's node counts mean, for the benchmarks' markdown (from the solver's own constants)."""
+    from combax.solvers import _channels_bnb as bnb
+
+    return (
+        "B&B nodes are those of its main search tree; its window search at the root evaluates its own (at most "
+        f"{bnb.WINDOW_NODES} per window of {bnb.WINDOW} maps, in at most {bnb.WINDOW_SHARE * 100:g} % of the limit; "
+        "counted in the result's message)."
+    )
 
 
 def first_call_seconds(snippet: str, cache_dir: str | None = None) -> float:

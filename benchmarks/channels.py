@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import compile_times
+from _common import bnb_nodes_note, compile_times
 from tqdm import tqdm
 
 from combax.solvers import channels
@@ -170,8 +170,8 @@ def _markdown(r):
         f"Machine: {r['machine']}. CIFAR ResNets with FLOPs budgets; importances of synthetic conv weights (seed "
         f"{r['seed']}); every method has the same time limit and rel_gap {r['rel_gap']:g}. CP-SAT: 2 workers, greedy "
         "hint. 'finished' = optimality proven within rel_gap; else the gap (bound - objective) / bound at the limit. "
-        "B&B nodes are those of its main search tree; its window search at the root evaluates its own (at most 400 "
-        "per window of 3 maps, in at most 20 % of the limit; counted in the result's message). "
+        + bnb_nodes_note()
+        + " "
         + (
             f"1-minute load average {r['load_average_start'][0]:.1f} at the start and "
             f"{r['load_average_end'][0]:.1f} at the end, on {os.cpu_count()} cores"

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from _common import bnb_nodes_note
 from tqdm import tqdm
 
 from combax.solvers import _channels_bnb, channels
@@ -148,9 +149,7 @@ def _markdown(res):
         f"ResNet-8 trained {res['epochs']} epoch(s) on digits (seed {res['seed']}); every method {res['time_limit_s']:g} s, "
         f"rel_gap {res['rel_gap']:g}; {res['machine']}; load average {res['load_average_start'][0]:.2f} at the "
         f"start, {res['load_average_end'][0]:.2f} at the end. Cells: time to proven optimality (bold), else the gap "
-        "at the limit. `bnb -dp`: the same B&B without its budget-exact count DP. B&B nodes are those of its main "
-        "search tree; its window search at the root evaluates its own (at most 400 per window of 3 maps, in at most "
-        "20 % of the limit; counted in the result's message).",
+        "at the limit. `bnb -dp`: the same B&B without its budget-exact count DP. " + bnb_nodes_note(),
         "",
         "| network | importance | FLOPs | binaries | bnb | bnb -dp | HiGHS | CP-SAT | best objective |",
         "|---|---|---|---|---|---|---|---|---|",
